@@ -1,0 +1,35 @@
+"""Backends behind one small interface: ``domain_shape``, ``range_shape``, ``forward(x)`` and
+``adjoint(y)`` on tensors with one leading batch axis. ``make_backend`` picks by name."""
+
+from __future__ import annotations
+
+from ..geometry import ProjectionGeometry, VolumeGeometry
+
+BACKENDS = ("auto", "torch_sparse", "astra", "raymarch")
+
+
+def make_backend(name: str, vol: VolumeGeometry, pg: ProjectionGeometry, memory_budget=None):
+    """The backend ``name`` for a 2D slice geometry or a 3D geometry.
+
+    ``auto``: 2D → ``torch_sparse``; 3D → ``astra`` (CUDA) when ASTRA has a GPU, else ``raymarch``.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
+    if name == "auto":
+        if pg.ndim == 2:
+            name = "torch_sparse"
+        else:
+            from .astra import astra_cuda_available
+
+            name = "astra" if astra_cuda_available() else "raymarch"
+    if name == "torch_sparse":
+        from .sparse import TorchSparseBackend
+
+        return TorchSparseBackend(vol, pg, memory_budget=memory_budget)
+    if name == "astra":
+        from .astra import AstraBackend
+
+        return AstraBackend(vol, pg)
+    from .raymarch import RayMarchBackend
+
+    return RayMarchBackend(vol, pg)

@@ -1,0 +1,261 @@
+"""Analytic reconstruction: FBP for parallel and fan (flat/arc, Parker short scan), FDK for cone.
+
+The ramp filter is discretised in the spatial domain (Kak & Slaney, eq. 3.61: ``h[0] = 1/4τ²``,
+``h[n odd] = −1/(nπτ)²``), applied by FFT with the detector axis zero-padded to a power of two
+of at least twice its length, optionally apodised by a window. Backprojection is pixel-driven
+(linear interpolation on the detector), so the result is in the volume's own units: a uniform
+object of value 1 reconstructs to 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .geometry import (
+    ConeGeometry,
+    FanGeometry,
+    FanVecGeometry,
+    ParallelGeometry,
+    ParallelVecGeometry,
+    VolumeGeometry,
+)
+from .operator import Operator
+
+FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
+_GATHER_ELEMENTS = 2**24
+
+
+def _padded_size(n_det: int) -> int:
+    return max(64, 2 ** int(math.ceil(math.log2(2 * n_det))))
+
+
+def ramp_filter(
+    n_det: int, spacing: float, window: str = "ram-lak", equiangular: bool = False, dtype=torch.float64
+) -> torch.Tensor:
+    """Frequency response ``(P,)`` of the spatial ramp kernel, ``P`` = padded detector length.
+
+    ``spacing`` is the bin width (mm, or radians when ``equiangular``: the kernel is then
+    ``h(nΔγ) (nΔγ / sin nΔγ)²``, Kak & Slaney eq. 3.113). The response includes the ``τ`` of
+    the convolution sum, so ``ifft(fft(p, P) · H)[:n_det]`` is the filtered projection.
+    """
+    if window not in FILTERS:
+        raise ValueError(f"filter: expected one of {FILTERS}, got {window!r}")
+    size = _padded_size(n_det)
+    n = np.concatenate([np.arange(0, size // 2 + 1), np.arange(-(size // 2) + 1, 0)])
+    h = np.zeros(size)
+    h[0] = 0.25 / spacing**2
+    odd = n % 2 == 1
+    h[odd] = -1.0 / (np.pi * n[odd] * spacing) ** 2
+    if equiangular:
+        gamma = n[1:] * spacing
+        h[1:] *= (gamma / np.sin(gamma)) ** 2
+    f = np.fft.fftfreq(size)  # cycles per sample, in [-0.5, 0.5)
+    windows = {
+        "ram-lak": np.ones_like(f),
+        "shepp-logan": np.sinc(f),
+        "cosine": np.cos(np.pi * f),
+        "hamming": 0.54 + 0.46 * np.cos(2 * np.pi * f),
+        "hann": 0.5 + 0.5 * np.cos(2 * np.pi * f),
+    }
+    return torch.as_tensor(np.real(np.fft.fft(h)) * spacing * windows[window], dtype=dtype)
+
+
+def filter_projections(
+    p: torch.Tensor, spacing: float, window: str = "ram-lak", equiangular: bool = False
+) -> torch.Tensor:
+    """Ramp-filter the last axis of ``p`` ``(..., n_det)``; ``spacing`` = bin width."""
+    n_det = p.shape[-1]
+    response = ramp_filter(n_det, spacing, window, equiangular, dtype=p.dtype).to(p.device)
+    spectrum = torch.fft.fft(p, n=response.shape[0], dim=-1) * response
+    return torch.fft.ifft(spectrum, dim=-1).real[..., :n_det]
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+
+def _pixel_centres(vol: VolumeGeometry) -> np.ndarray:
+    """``(H·W, 2)`` pixel centres (x, y) in ASTRA's 2D convention (row 0 at the top)."""
+    (ymin, ymax), (xmin, xmax) = vol.extent
+    (H, W), (dy, dx) = vol.shape, vol.spacing
+    y = ymax - (np.arange(H) + 0.5) * dy
+    x = xmin + (np.arange(W) + 0.5) * dx
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    return np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def _backproject(q: torch.Tensor, bins: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``Σ_v weight[v, p] · q[:, v](bins[v, p])`` with linear interpolation, zero outside.
+
+    q ``(B, V, D)``, bins/weight ``(V, P)`` → ``(B, P)``.
+    """
+    batch, n_views, n_det = q.shape
+    padded = torch.nn.functional.pad(q, (1, 1))
+    out = torch.zeros(batch, bins.shape[1], dtype=q.dtype, device=q.device)
+    chunk = max(1, _GATHER_ELEMENTS // max(1, batch * bins.shape[1]))
+    for start in range(0, n_views, chunk):
+        b = bins[start : start + chunk]
+        lower = torch.floor(b)
+        frac = b - lower
+        lo_idx = (lower.clamp(-1, n_det) + 1).long()
+        hi_idx = ((lower + 1).clamp(-1, n_det) + 1).long()
+        qs = padded[:, start : start + chunk]
+        shape = (batch, *b.shape)
+        lo_val = torch.gather(qs, 2, lo_idx.expand(shape))
+        hi_val = torch.gather(qs, 2, hi_idx.expand(shape))
+        out += (((1 - frac) * lo_val + frac * hi_val) * weight[start : start + chunk]).sum(dim=1)
+    return out
+
+
+def _angular_weights(angles: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-view ``Δβ`` (median spacing of the sorted angles) and the covered arc."""
+    if len(angles) == 1:
+        return np.array([math.pi]), math.pi
+    step = float(np.median(np.diff(np.sort(angles))))
+    return np.full(len(angles), step), step * len(angles)
+
+
+def parker_weights(beta: np.ndarray, gamma: np.ndarray, half_fan: float) -> np.ndarray:
+    """Parker (1982) short-scan weights ``(V, D)`` for source angles ``beta`` (from 0) and ray
+    angles ``gamma``; redundant rays ``(β, γ)`` and ``(β + π − 2γ, −γ)`` sum to one."""
+    b = beta[:, None] - beta.min()
+    g = gamma[None, :]
+    w = np.ones(np.broadcast_shapes(b.shape, g.shape))
+    rise = b < 2 * (half_fan + g)
+    fall = b > math.pi + 2 * g
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_rise = np.sin(np.pi / 4 * b / (half_fan + g)) ** 2
+        w_fall = np.sin(np.pi / 4 * (math.pi + 2 * half_fan - b) / (half_fan - g)) ** 2
+    w = np.where(rise, w_rise, w)
+    w = np.where(fall, w_fall, w)
+    w = np.where(b > math.pi + 2 * half_fan, 0.0, w)
+    return np.nan_to_num(w)
+
+
+def _parallel_fbp(vol, vec: np.ndarray, det_count: int, q_in: torch.Tensor, window: str):
+    rays, d, u = vec[:, 0:2], vec[:, 2:4], vec[:, 4:6]
+    spacing = float(np.linalg.norm(u[0]))
+    angles = np.arctan2(rays[:, 0], -rays[:, 1])
+    dtheta, arc = _angular_weights(np.mod(angles, 2 * math.pi))
+    if arc > 1.5 * math.pi:  # a full turn sees every line twice
+        dtheta = dtheta / 2
+    q = filter_projections(q_in, spacing, window)
+    pix = _pixel_centres(vol)
+    s = _cross(pix[None] - d[:, None], rays[:, None]) / _cross(u, rays)[:, None]
+    bins = torch.as_tensor(s + (det_count - 1) / 2, dtype=q.dtype, device=q.device)
+    weight = torch.as_tensor(np.broadcast_to(dtheta[:, None], s.shape).copy(), dtype=q.dtype, device=q.device)
+    return _backproject(q, bins, weight)
+
+
+def _fan_fbp(vol, pg: FanGeometry, q_in: torch.Tensor, window: str, short_scan: bool | None):
+    beta = np.asarray(pg.angles)
+    D, n_det = pg.src_det, pg.det_count
+    dbeta, arc = _angular_weights(beta)
+    idx = np.arange(n_det) - (n_det - 1) / 2
+    if pg.curved:
+        dgamma = pg.det_spacing / D
+        gamma = idx * dgamma
+        half_fan = (n_det / 2) * dgamma
+    else:
+        xi = idx * pg.det_spacing
+        gamma = np.arctan(xi / D)
+        half_fan = math.atan(n_det / 2 * pg.det_spacing / D)
+    full = arc >= 2 * math.pi - 0.5 * dbeta[0]
+    if short_scan is None:
+        short_scan = not full
+    weights = parker_weights(beta, gamma, half_fan) if short_scan else np.full((len(beta), n_det), 0.5)
+    src = np.stack([np.sin(beta), -np.cos(beta)], axis=1) * pg.src_orig
+    central = -src / pg.src_orig
+    across = np.stack([np.cos(beta), np.sin(beta)], axis=1)
+    pix = _pixel_centres(vol)
+    rel = pix[None] - src[:, None]  # (V, P, 2)
+    along = np.einsum("vpk,vk->vp", rel, central)
+    side = np.einsum("vpk,vk->vp", rel, across)
+    if pg.curved:
+        pre = pg.src_orig * np.cos(gamma)
+        bins = np.arctan2(side, along) / dgamma + (n_det - 1) / 2
+        bp_weight = dbeta[:, None] / (along**2 + side**2)
+        spacing = dgamma
+    else:
+        pre = D / np.sqrt(D**2 + (idx * pg.det_spacing) ** 2)
+        bins = (side / along) * D / pg.det_spacing + (n_det - 1) / 2
+        bp_weight = dbeta[:, None] * (pg.src_orig / along) ** 2
+        spacing = pg.det_spacing * pg.src_orig / D  # bins on a virtual detector through the origin
+    ray_weight = torch.as_tensor(pre * weights, dtype=q_in.dtype, device=q_in.device)
+    q = filter_projections(q_in * ray_weight, spacing, window, equiangular=pg.curved)
+    # Parker weights sum to one over the two copies of a line; a full turn weights each by 1/2
+    bins_t = torch.as_tensor(bins, dtype=q.dtype, device=q.device)
+    return _backproject(q, bins_t, torch.as_tensor(bp_weight, dtype=q.dtype, device=q.device))
+
+
+def fbp(A: Operator, y: torch.Tensor, filter: str = "ram-lak", short_scan: bool | None = None) -> torch.Tensor:  # noqa: A002
+    """Filtered backprojection of ``y`` ``(..., *A.range_shape)`` → ``(..., *A.domain_shape)``.
+
+    Parallel beams (any angle set, vector form included) and fan beams with flat or arc
+    detectors; ``short_scan`` (default: automatic) applies Parker weights to fan scans shorter
+    than a full turn. Use ``fdk`` for cone beams.
+    """
+    pg = A.proj_geom
+    if pg.ndim == 3:
+        raise ValueError("fbp handles 2D geometries; use fdk for cone beam")
+    y, out_dtype = A._prepare(y, A.range_shape, "y")
+    vol = A.backend.vol
+    flat = y.reshape(-1, *pg.shape)
+    if isinstance(pg, ParallelGeometry | ParallelVecGeometry):
+        vec = np.asarray(pg.to_vec().vectors)
+        out = _parallel_fbp(vol, vec, pg.shape[1], flat, filter)
+    elif isinstance(pg, FanGeometry):
+        out = _fan_fbp(vol, pg, flat, filter, short_scan)
+    elif isinstance(pg, FanVecGeometry):
+        raise ValueError("fbp of a fan_vec geometry is not supported; build it with fan_flat/fan_arc")
+    else:
+        raise ValueError(f"fbp does not support {type(pg).__name__}")
+    return out.reshape(*y.shape[: y.ndim - len(A.range_shape)], *A.domain_shape).to(out_dtype)
+
+
+def fdk(A: Operator, y: torch.Tensor, filter: str = "ram-lak") -> torch.Tensor:  # noqa: A002
+    """FDK reconstruction for a circular ``cone`` geometry: ``(..., rows, V, cols) → (..., Z, H, W)``."""
+    pg, vol = A.proj_geom, A.vol_geom
+    if not isinstance(pg, ConeGeometry):
+        raise ValueError(f"fdk needs a circular cone geometry (operators.cone), got {type(pg).__name__}")
+    y, out_dtype = A._prepare(y, A.range_shape, "y")
+    batch_shape = y.shape[: y.ndim - 3]
+    proj = y.reshape(-1, *A.range_shape)
+    rows, cols = pg.det_shape
+    dv, du = pg.det_spacing
+    D, R = pg.src_orig + pg.orig_det, pg.src_orig
+    beta = np.asarray(pg.angles)
+    dbeta, arc = _angular_weights(beta)
+    half = 0.5 if arc >= 2 * math.pi - 0.5 * dbeta[0] else 1.0
+    u = (np.arange(cols) - (cols - 1) / 2) * du
+    v = (np.arange(rows) - (rows - 1) / 2) * dv
+    pre = D / np.sqrt(D**2 + u[None, :] ** 2 + v[:, None] ** 2)  # (rows, cols)
+    weighted = proj * torch.as_tensor(pre[:, None, :], dtype=proj.dtype, device=proj.device)
+    q = filter_projections(weighted, du * R / D, filter)  # (B, rows, V, cols)
+    Z, H, W = vol.shape
+    (zmin, _), (ymin, _), (xmin, _) = vol.extent
+    dz, dy, dx = vol.spacing
+    z = torch.as_tensor(zmin + (np.arange(Z) + 0.5) * dz, dtype=q.dtype, device=q.device)
+    yy, xx = np.meshgrid(ymin + (np.arange(H) + 0.5) * dy, xmin + (np.arange(W) + 0.5) * dx, indexing="ij")
+    out = torch.zeros((proj.shape[0], Z, H, W), dtype=q.dtype, device=q.device)
+    for k, b in enumerate(beta):
+        src = np.array([math.sin(b), -math.cos(b)]) * R
+        central, across = -src / R, np.array([math.cos(b), math.sin(b)])
+        rel_x, rel_y = xx - src[0], yy - src[1]
+        along = torch.as_tensor(rel_x * central[0] + rel_y * central[1], dtype=q.dtype, device=q.device)
+        side = torch.as_tensor(rel_x * across[0] + rel_y * across[1], dtype=q.dtype, device=q.device)
+        mag = D / along  # (H, W)
+        col = side * mag / du + (cols - 1) / 2
+        row = z[:, None, None] * mag[None] / dv + (rows - 1) / 2  # (Z, H, W)
+        grid = torch.stack(
+            [(2 * col + 1) / cols - 1 + 0 * row, (2 * row + 1) / rows - 1], dim=-1
+        )  # (Z, H, W, 2) normalised (x=col, y=row)
+        img = q[:, :, k, :].unsqueeze(0)  # (1, B, rows, cols)
+        sampled = torch.nn.functional.grid_sample(
+            img, grid.reshape(1, Z, H * W, 2), mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (1, B, Z, H*W)
+        out += sampled[0].reshape(-1, Z, H, W) * (dbeta[k] * half * (R / along) ** 2)
+    return out.reshape(*batch_shape, Z, H, W).to(out_dtype)

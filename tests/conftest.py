@@ -1,0 +1,49 @@
+"""Shared fixtures: the location of ../shared data and the GPU marker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """The ``shared`` folder beside the repository (override with ``CTBLEND_SHARED``)."""
+    return Path(os.environ.get("CTBLEND_SHARED", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def ct_dir() -> Path:
+    """``../shared/data/ct`` with the real HDF5 volumes; skips the test when absent."""
+    path = shared_dir() / "data" / "ct"
+    if not any(path.glob("*.h5")):
+        pytest.skip(f"real CT volumes not found in {path} (set CTBLEND_SHARED to the shared folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dicom_dir() -> Path:
+    """``../shared/data/dicom/cptac_pda_chest_16``; skips the test when absent."""
+    path = shared_dir() / "data" / "dicom" / "cptac_pda_chest_16"
+    if not (path / "EXPECTED.json").is_file():
+        pytest.skip(f"real DICOM series not found in {path} (set CTBLEND_SHARED to the shared folder)")
+    return path
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device; none is available here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_seed():
+    torch.manual_seed(0)
+    yield
