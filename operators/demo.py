@@ -1,6 +1,6 @@
 """Operator demo: sparse-view and fan-beam FBP of a phantom; prints a table, writes a PNG.
 
-    python -m operators.demo --out out/
+python -m operators.demo --out out/
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(recons) + 1, figsize=(3 * (len(recons) + 1), 3.2))
-    for ax, (title, img) in zip(axes, [("phantom", image), *recons.items()]):
+    for ax, (title, img) in zip(axes, [("phantom", image), *recons.items()], strict=True):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
         ax.axis("off")

@@ -33,7 +33,11 @@ def _padded_size(n_det: int) -> int:
 
 
 def ramp_filter(
-    n_det: int, spacing: float, window: str = "ram-lak", equiangular: bool = False, dtype=torch.float64
+    n_det: int,
+    spacing: float,
+    window: str = "ram-lak",
+    equiangular: bool = False,
+    dtype=torch.float64,
 ) -> torch.Tensor:
     """Frequency response ``(P,)`` of the spatial ramp kernel, ``P`` = padded detector length.
 
@@ -146,7 +150,9 @@ def _parallel_fbp(vol, vec: np.ndarray, det_count: int, q_in: torch.Tensor, wind
     pix = _pixel_centres(vol)
     s = _cross(pix[None] - d[:, None], rays[:, None]) / _cross(u, rays)[:, None]
     bins = torch.as_tensor(s + (det_count - 1) / 2, dtype=q.dtype, device=q.device)
-    weight = torch.as_tensor(np.broadcast_to(dtheta[:, None], s.shape).copy(), dtype=q.dtype, device=q.device)
+    weight = torch.as_tensor(
+        np.broadcast_to(dtheta[:, None], s.shape).copy(), dtype=q.dtype, device=q.device
+    )
     return _backproject(q, bins, weight)
 
 
@@ -166,7 +172,9 @@ def _fan_fbp(vol, pg: FanGeometry, q_in: torch.Tensor, window: str, short_scan: 
     full = arc >= 2 * math.pi - 0.5 * dbeta[0]
     if short_scan is None:
         short_scan = not full
-    weights = parker_weights(beta, gamma, half_fan) if short_scan else np.full((len(beta), n_det), 0.5)
+    weights = (
+        parker_weights(beta, gamma, half_fan) if short_scan else np.full((len(beta), n_det), 0.5)
+    )
     src = np.stack([np.sin(beta), -np.cos(beta)], axis=1) * pg.src_orig
     central = -src / pg.src_orig
     across = np.stack([np.cos(beta), np.sin(beta)], axis=1)
@@ -191,7 +199,9 @@ def _fan_fbp(vol, pg: FanGeometry, q_in: torch.Tensor, window: str, short_scan: 
     return _backproject(q, bins_t, torch.as_tensor(bp_weight, dtype=q.dtype, device=q.device))
 
 
-def fbp(A: Operator, y: torch.Tensor, filter: str = "ram-lak", short_scan: bool | None = None) -> torch.Tensor:  # noqa: A002
+def fbp(
+    A: Operator, y: torch.Tensor, filter: str = "ram-lak", short_scan: bool | None = None
+) -> torch.Tensor:  # noqa: A002
     """Filtered backprojection of ``y`` ``(..., *A.range_shape)`` → ``(..., *A.domain_shape)``.
 
     Parallel beams (any angle set, vector form included) and fan beams with flat or arc
@@ -210,17 +220,21 @@ def fbp(A: Operator, y: torch.Tensor, filter: str = "ram-lak", short_scan: bool 
     elif isinstance(pg, FanGeometry):
         out = _fan_fbp(vol, pg, flat, filter, short_scan)
     elif isinstance(pg, FanVecGeometry):
-        raise ValueError("fbp of a fan_vec geometry is not supported; build it with fan_flat/fan_arc")
+        raise ValueError(
+            "fbp of a fan_vec geometry is not supported; build it with fan_flat/fan_arc"
+        )
     else:
         raise ValueError(f"fbp does not support {type(pg).__name__}")
     return out.reshape(*y.shape[: y.ndim - len(A.range_shape)], *A.domain_shape).to(out_dtype)
 
 
 def fdk(A: Operator, y: torch.Tensor, filter: str = "ram-lak") -> torch.Tensor:  # noqa: A002
-    """FDK reconstruction for a circular ``cone`` geometry: ``(..., rows, V, cols) → (..., Z, H, W)``."""
+    """FDK for a circular ``cone`` geometry: ``(..., rows, V, cols) → (..., Z, H, W)``."""
     pg, vol = A.proj_geom, A.vol_geom
     if not isinstance(pg, ConeGeometry):
-        raise ValueError(f"fdk needs a circular cone geometry (operators.cone), got {type(pg).__name__}")
+        raise ValueError(
+            f"fdk needs a circular cone geometry (operators.cone), got {type(pg).__name__}"
+        )
     y, out_dtype = A._prepare(y, A.range_shape, "y")
     batch_shape = y.shape[: y.ndim - 3]
     proj = y.reshape(-1, *A.range_shape)
@@ -239,14 +253,20 @@ def fdk(A: Operator, y: torch.Tensor, filter: str = "ram-lak") -> torch.Tensor: 
     (zmin, _), (ymin, _), (xmin, _) = vol.extent
     dz, dy, dx = vol.spacing
     z = torch.as_tensor(zmin + (np.arange(Z) + 0.5) * dz, dtype=q.dtype, device=q.device)
-    yy, xx = np.meshgrid(ymin + (np.arange(H) + 0.5) * dy, xmin + (np.arange(W) + 0.5) * dx, indexing="ij")
+    yy, xx = np.meshgrid(
+        ymin + (np.arange(H) + 0.5) * dy, xmin + (np.arange(W) + 0.5) * dx, indexing="ij"
+    )
     out = torch.zeros((proj.shape[0], Z, H, W), dtype=q.dtype, device=q.device)
     for k, b in enumerate(beta):
         src = np.array([math.sin(b), -math.cos(b)]) * R
         central, across = -src / R, np.array([math.cos(b), math.sin(b)])
         rel_x, rel_y = xx - src[0], yy - src[1]
-        along = torch.as_tensor(rel_x * central[0] + rel_y * central[1], dtype=q.dtype, device=q.device)
-        side = torch.as_tensor(rel_x * across[0] + rel_y * across[1], dtype=q.dtype, device=q.device)
+        along = torch.as_tensor(
+            rel_x * central[0] + rel_y * central[1], dtype=q.dtype, device=q.device
+        )
+        side = torch.as_tensor(
+            rel_x * across[0] + rel_y * across[1], dtype=q.dtype, device=q.device
+        )
         mag = D / along  # (H, W)
         col = side * mag / du + (cols - 1) / 2
         row = z[:, None, None] * mag[None] / dv + (rows - 1) / 2  # (Z, H, W)
@@ -255,7 +275,11 @@ def fdk(A: Operator, y: torch.Tensor, filter: str = "ram-lak") -> torch.Tensor: 
         )  # (Z, H, W, 2) normalised (x=col, y=row)
         img = q[:, :, k, :].unsqueeze(0)  # (1, B, rows, cols)
         sampled = torch.nn.functional.grid_sample(
-            img, grid.reshape(1, Z, H * W, 2), mode="bilinear", padding_mode="zeros", align_corners=False
+            img,
+            grid.reshape(1, Z, H * W, 2),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
         )  # (1, B, Z, H*W)
         out += sampled[0].reshape(-1, Z, H, W) * (dbeta[k] * half * (R / along) ** 2)
     return out.reshape(*batch_shape, Z, H, W).to(out_dtype)

@@ -92,7 +92,12 @@ class VolumeGeometry:
             return {
                 "GridRowCount": self.shape[0],
                 "GridColCount": self.shape[1],
-                "option": {"WindowMinX": xmin, "WindowMaxX": xmax, "WindowMinY": ymin, "WindowMaxY": ymax},
+                "option": {
+                    "WindowMinX": xmin,
+                    "WindowMaxX": xmax,
+                    "WindowMinY": ymin,
+                    "WindowMaxY": ymax,
+                },
             }
         (zmin, zmax), (ymin, ymax), (xmin, xmax) = ext
         return {
@@ -100,8 +105,12 @@ class VolumeGeometry:
             "GridRowCount": self.shape[1],
             "GridColCount": self.shape[2],
             "option": {
-                "WindowMinX": xmin, "WindowMaxX": xmax, "WindowMinY": ymin,
-                "WindowMaxY": ymax, "WindowMinZ": zmin, "WindowMaxZ": zmax,
+                "WindowMinX": xmin,
+                "WindowMaxX": xmax,
+                "WindowMinY": ymin,
+                "WindowMaxY": ymax,
+                "WindowMinZ": zmin,
+                "WindowMaxZ": zmax,
             },
         }
 
@@ -124,7 +133,9 @@ class VolumeGeometry:
 
 
 def volume(
-    shape: Sequence[int], spacing: float | Sequence[float] = 1.0, center: float | Sequence[float] = 0.0
+    shape: Sequence[int],
+    spacing: float | Sequence[float] = 1.0,
+    center: float | Sequence[float] = 0.0,
 ) -> VolumeGeometry:
     """A 2D ``(H, W)`` or 3D ``(Z, H, W)`` voxel grid; ``spacing`` and ``center`` in mm."""
     shape = tuple(_positive_int("volume shape", n) for n in shape)
@@ -175,7 +186,9 @@ class _Geometry3D:
 def _vectors(name: str, vectors, width: int) -> tuple[tuple[float, ...], ...]:
     arr = np.asarray(vectors, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != width or arr.shape[0] == 0:
-        raise ValueError(f"{name}: expected an (n_angles >= 1, {width}) array, got shape {arr.shape}")
+        raise ValueError(
+            f"{name}: expected an (n_angles >= 1, {width}) array, got shape {arr.shape}"
+        )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: vectors contain NaN or inf")
     return tuple(tuple(float(v) for v in row) for row in arr)
@@ -192,7 +205,11 @@ class ParallelVecGeometry(ProjectionGeometry, _Geometry2D):
         return self
 
     def to_astra(self) -> dict:
-        return {"type": "parallel_vec", "DetectorCount": self.det_count, "Vectors": np.array(self.vectors)}
+        return {
+            "type": "parallel_vec",
+            "DetectorCount": self.det_count,
+            "Vectors": np.array(self.vectors),
+        }
 
 
 @dataclass(frozen=True)
@@ -206,7 +223,11 @@ class FanVecGeometry(ProjectionGeometry, _Geometry2D):
         return self
 
     def to_astra(self) -> dict:
-        return {"type": "fanflat_vec", "DetectorCount": self.det_count, "Vectors": np.array(self.vectors)}
+        return {
+            "type": "fanflat_vec",
+            "DetectorCount": self.det_count,
+            "Vectors": np.array(self.vectors),
+        }
 
 
 @dataclass(frozen=True)
@@ -221,8 +242,10 @@ class Parallel3DVecGeometry(ProjectionGeometry, _Geometry3D):
 
     def to_astra(self) -> dict:
         return {
-            "type": "parallel3d_vec", "DetectorRowCount": self.det_shape[0],
-            "DetectorColCount": self.det_shape[1], "Vectors": np.array(self.vectors),
+            "type": "parallel3d_vec",
+            "DetectorRowCount": self.det_shape[0],
+            "DetectorColCount": self.det_shape[1],
+            "Vectors": np.array(self.vectors),
         }
 
 
@@ -238,8 +261,10 @@ class ConeVecGeometry(ProjectionGeometry, _Geometry3D):
 
     def to_astra(self) -> dict:
         return {
-            "type": "cone_vec", "DetectorRowCount": self.det_shape[0],
-            "DetectorColCount": self.det_shape[1], "Vectors": np.array(self.vectors),
+            "type": "cone_vec",
+            "DetectorRowCount": self.det_shape[0],
+            "DetectorColCount": self.det_shape[1],
+            "Vectors": np.array(self.vectors),
         }
 
 
@@ -260,8 +285,10 @@ class ParallelGeometry(ProjectionGeometry, _Geometry2D):
 
     def to_astra(self) -> dict:
         return {
-            "type": "parallel", "DetectorWidth": self.det_spacing,
-            "DetectorCount": self.det_count, "ProjectionAngles": np.array(self.angles),
+            "type": "parallel",
+            "DetectorWidth": self.det_spacing,
+            "DetectorCount": self.det_count,
+            "ProjectionAngles": np.array(self.angles),
         }
 
 
@@ -288,8 +315,14 @@ class FanGeometry(ProjectionGeometry, _Geometry2D):
         a = np.array(self.angles)
         s, c = np.sin(a), np.cos(a)
         vec = np.stack(
-            [s * self.src_orig, -c * self.src_orig, -s * self.orig_det, c * self.orig_det,
-             c * self.det_spacing, s * self.det_spacing],
+            [
+                s * self.src_orig,
+                -c * self.src_orig,
+                -s * self.orig_det,
+                c * self.orig_det,
+                c * self.det_spacing,
+                s * self.det_spacing,
+            ],
             axis=1,
         )
         return FanVecGeometry(_vectors("fan", vec, 6), self.det_count)
@@ -306,15 +339,18 @@ class FanGeometry(ProjectionGeometry, _Geometry2D):
         if self.curved:
             raise ValueError("ASTRA has no 2D fan geometry with a curved (arc) detector")
         return {
-            "type": "fanflat", "DetectorWidth": self.det_spacing, "DetectorCount": self.det_count,
-            "ProjectionAngles": np.array(self.angles), "DistanceOriginSource": self.src_orig,
+            "type": "fanflat",
+            "DetectorWidth": self.det_spacing,
+            "DetectorCount": self.det_count,
+            "ProjectionAngles": np.array(self.angles),
+            "DistanceOriginSource": self.src_orig,
             "DistanceOriginDetector": self.orig_det,
         }
 
 
 @dataclass(frozen=True)
 class Parallel3DGeometry(ProjectionGeometry, _Geometry3D):
-    """3D parallel beam rotating about ``z``; ``det_shape`` (rows, cols), ``det_spacing`` (row, col) mm."""
+    """3D parallel beam rotating about ``z``; ``det_shape``/``det_spacing`` as (rows, cols)."""
 
     angles: tuple[float, ...]
     det_shape: tuple[int, int]
@@ -330,9 +366,12 @@ class Parallel3DGeometry(ProjectionGeometry, _Geometry3D):
 
     def to_astra(self) -> dict:
         return {
-            "type": "parallel3d", "DetectorSpacingX": self.det_spacing[1],
-            "DetectorSpacingY": self.det_spacing[0], "DetectorRowCount": self.det_shape[0],
-            "DetectorColCount": self.det_shape[1], "ProjectionAngles": np.array(self.angles),
+            "type": "parallel3d",
+            "DetectorSpacingX": self.det_spacing[1],
+            "DetectorSpacingY": self.det_spacing[0],
+            "DetectorRowCount": self.det_shape[0],
+            "DetectorColCount": self.det_shape[1],
+            "ProjectionAngles": np.array(self.angles),
         }
 
 
@@ -352,25 +391,43 @@ class ConeGeometry(ProjectionGeometry, _Geometry3D):
         z = np.zeros_like(a)
         dv, du = self.det_spacing
         vec = np.stack(
-            [s * self.src_orig, -c * self.src_orig, z, -s * self.orig_det, c * self.orig_det, z,
-             c * du, s * du, z, z, z, z + dv],
+            [
+                s * self.src_orig,
+                -c * self.src_orig,
+                z,
+                -s * self.orig_det,
+                c * self.orig_det,
+                z,
+                c * du,
+                s * du,
+                z,
+                z,
+                z,
+                z + dv,
+            ],
             axis=1,
         )
         return ConeVecGeometry(_vectors("cone", vec, 12), self.det_shape)
 
     def to_astra(self) -> dict:
         return {
-            "type": "cone", "DetectorSpacingX": self.det_spacing[1],
-            "DetectorSpacingY": self.det_spacing[0], "DetectorRowCount": self.det_shape[0],
-            "DetectorColCount": self.det_shape[1], "ProjectionAngles": np.array(self.angles),
-            "DistanceOriginSource": self.src_orig, "DistanceOriginDetector": self.orig_det,
+            "type": "cone",
+            "DetectorSpacingX": self.det_spacing[1],
+            "DetectorSpacingY": self.det_spacing[0],
+            "DetectorRowCount": self.det_shape[0],
+            "DetectorColCount": self.det_shape[1],
+            "ProjectionAngles": np.array(self.angles),
+            "DistanceOriginSource": self.src_orig,
+            "DistanceOriginDetector": self.orig_det,
         }
 
 
 def parallel(angles: Angles, det_count: int, det_spacing: float = 1.0) -> ParallelGeometry:
     """2D parallel beam; an integer ``angles`` spreads that many over [0, π)."""
     return ParallelGeometry(
-        _angles(angles), _positive_int("det_count", det_count), _positive("det_spacing", det_spacing)
+        _angles(angles),
+        _positive_int("det_count", det_count),
+        _positive("det_spacing", det_spacing),
     )
 
 
@@ -379,8 +436,12 @@ def _fan(angles, det_count, det_spacing, src_orig, orig_det, curved) -> FanGeome
     if not (math.isfinite(orig_det) and orig_det > -src_orig):
         raise ValueError(f"orig_det: the detector must lie beyond the source, got {orig_det!r}")
     return FanGeometry(
-        _angles(angles, 2 * math.pi), _positive_int("det_count", det_count),
-        _positive("det_spacing", det_spacing), src_orig, float(orig_det), curved,
+        _angles(angles, 2 * math.pi),
+        _positive_int("det_count", det_count),
+        _positive("det_spacing", det_spacing),
+        src_orig,
+        float(orig_det),
+        curved,
     )
 
 
@@ -426,7 +487,9 @@ def cone(
 
 def parallel_vec(vectors, det_count: int) -> ParallelVecGeometry:
     """2D parallel beam from ``(n_angles, 6)`` ASTRA vectors ``(ray, d, u)``."""
-    return ParallelVecGeometry(_vectors("parallel_vec", vectors, 6), _positive_int("det_count", det_count))
+    return ParallelVecGeometry(
+        _vectors("parallel_vec", vectors, 6), _positive_int("det_count", det_count)
+    )
 
 
 def fan_vec(vectors, det_count: int) -> FanVecGeometry:
@@ -457,8 +520,11 @@ def from_astra(pg: dict) -> ProjectionGeometry:
         return parallel(pg["ProjectionAngles"], pg["DetectorCount"], pg["DetectorWidth"])
     if kind == "fanflat":
         return fan_flat(
-            pg["ProjectionAngles"], pg["DetectorCount"], pg["DetectorWidth"],
-            pg["DistanceOriginSource"], pg["DistanceOriginDetector"],
+            pg["ProjectionAngles"],
+            pg["DetectorCount"],
+            pg["DetectorWidth"],
+            pg["DistanceOriginSource"],
+            pg["DistanceOriginDetector"],
         )
     if kind == "parallel_vec":
         return parallel_vec(pg["Vectors"], pg["DetectorCount"])
@@ -471,8 +537,11 @@ def from_astra(pg: dict) -> ProjectionGeometry:
         )
     if kind == "cone":
         return cone(
-            pg["ProjectionAngles"], (rows, cols), (pg["DetectorSpacingY"], pg["DetectorSpacingX"]),
-            pg["DistanceOriginSource"], pg["DistanceOriginDetector"],
+            pg["ProjectionAngles"],
+            (rows, cols),
+            (pg["DetectorSpacingY"], pg["DetectorSpacingX"]),
+            pg["DistanceOriginSource"],
+            pg["DistanceOriginDetector"],
         )
     if kind == "parallel3d_vec":
         return parallel3d_vec(pg["Vectors"], (rows, cols))
@@ -494,13 +563,13 @@ class Preset:
 
 
 def svct(n_views: int, n: int) -> Preset:
-    """Sparse-view protocol: ``n_views`` parallel views over [0, π), ``2n`` unit bins, ``n × n`` grid."""
+    """Sparse-view protocol: ``n_views`` parallel views over [0, π), ``2n`` unit bins."""
     vg = volume((n, n))
     return Preset(vg, parallel(_positive_int("n_views", n_views), 2 * n, 1.0), f"svct{n_views}")
 
 
 def lact(n_views: int, arc_deg: float, n: int) -> Preset:
-    """Limited-angle protocol: ``n_views`` at ``k · arc_deg / n_views`` degrees, ``2n`` unit bins."""
+    """Limited-angle protocol: view k at ``k · arc_deg / n_views`` degrees, ``2n`` unit bins."""
     n_views = _positive_int("n_views", n_views)
     arc = math.radians(_positive("arc_deg", arc_deg))
     angles = np.arange(n_views) * (arc / n_views)

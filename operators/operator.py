@@ -67,9 +67,13 @@ class Operator:
         if not isinstance(vol_geom, VolumeGeometry):
             raise ValueError(f"vol_geom: expected a VolumeGeometry, got {type(vol_geom).__name__}")
         if not isinstance(proj_geom, ProjectionGeometry):
-            raise ValueError(f"proj_geom: expected a projection geometry, got {type(proj_geom).__name__}")
+            raise ValueError(
+                f"proj_geom: expected a projection geometry, got {type(proj_geom).__name__}"
+            )
         if proj_geom.ndim == 3 and vol_geom.ndim != 3:
-            raise ValueError(f"a 3D projection geometry needs a (Z, H, W) volume, got shape {vol_geom.shape}")
+            raise ValueError(
+                f"a 3D projection geometry needs a (Z, H, W) volume, got shape {vol_geom.shape}"
+            )
         self.vol_geom, self.proj_geom = vol_geom, proj_geom
         self.slicewise = proj_geom.ndim == 2 and vol_geom.ndim == 3
         slice_geom = (

@@ -73,11 +73,15 @@ def cg(
     for k in range(iterations):
         q = normal(p)
         pq = dot(p, q)
-        alpha = torch.where(pq > 0, rs / torch.where(pq > 0, pq, torch.ones_like(pq)), torch.zeros_like(pq))
+        alpha = torch.where(
+            pq > 0, rs / torch.where(pq > 0, pq, torch.ones_like(pq)), torch.zeros_like(pq)
+        )
         x = x + alpha * p
         r = r - alpha * q
         rs_new = dot(r, r)
-        beta = torch.where(rs > 0, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), torch.zeros_like(rs))
+        beta = torch.where(
+            rs > 0, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), torch.zeros_like(rs)
+        )
         p = r + beta * p
         rs = rs_new
         if any(cb(k, x) for cb in callbacks):
@@ -103,7 +107,9 @@ def sirt(
     col = A.T(ones_y)
     R = torch.where(row > 1e-12, 1 / row.clamp_min(1e-12), torch.zeros_like(row))
     C = torch.where(col > 1e-12, 1 / col.clamp_min(1e-12), torch.zeros_like(col))
-    x = torch.zeros((*y.shape[: y.ndim - len(A.range_shape)], *A.domain_shape), dtype=y.dtype, device=y.device)
+    x = torch.zeros(
+        (*y.shape[: y.ndim - len(A.range_shape)], *A.domain_shape), dtype=y.dtype, device=y.device
+    )
     if x0 is not None:
         x = x0.clone()
     for k in range(iterations):

@@ -21,7 +21,7 @@ def ct_dir() -> Path:
     """``../shared/data/ct`` with the real HDF5 volumes; skips the test when absent."""
     path = shared_dir() / "data" / "ct"
     if not any(path.glob("*.h5")):
-        pytest.skip(f"real CT volumes not found in {path} (set CTBLEND_SHARED to the shared folder)")
+        pytest.skip(f"real CT volumes not found in {path} (set CTBLEND_SHARED)")
     return path
 
 
@@ -30,7 +30,7 @@ def dicom_dir() -> Path:
     """``../shared/data/dicom/cptac_pda_chest_16``; skips the test when absent."""
     path = shared_dir() / "data" / "dicom" / "cptac_pda_chest_16"
     if not (path / "EXPECTED.json").is_file():
-        pytest.skip(f"real DICOM series not found in {path} (set CTBLEND_SHARED to the shared folder)")
+        pytest.skip(f"real DICOM series not found in {path} (set CTBLEND_SHARED)")
     return path
 
 

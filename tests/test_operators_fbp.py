@@ -36,7 +36,7 @@ def parallel_recon(shepp):
 
 
 def test_parallel_fbp_of_shepp_logan():
-    """scikit-image's phantom near its native 400², 360 views (ASTRA projects: no matrix to build)."""
+    """scikit-image's phantom near its native 400², 360 views (projected by ASTRA)."""
     pytest.importorskip("astra")
     n = 399
     image = resize(shepp_logan_phantom(), (n, n), anti_aliasing=True).astype(np.float64)

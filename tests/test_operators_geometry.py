@@ -25,7 +25,9 @@ def test_lact_preset_is_0_to_89_degrees():
 
 
 def test_integer_angles_cover_half_turn_for_parallel_and_full_turn_for_fan():
-    assert ops.parallel(4, 10).angles == pytest.approx((0, math.pi / 4, math.pi / 2, 3 * math.pi / 4))
+    assert ops.parallel(4, 10).angles == pytest.approx(
+        (0, math.pi / 4, math.pi / 2, 3 * math.pi / 4)
+    )
     assert ops.fan_flat(4, 10, 1.0, 50, 50).angles[1] == pytest.approx(math.pi / 2)
 
 

@@ -17,7 +17,8 @@ astra = pytest.importorskip("astra")
 GEOMETRIES_2D = {
     "parallel": ops.parallel(11, 48, 0.9),
     "parallel_vec": ops.parallel_vec(
-        np.asarray(ops.parallel(np.linspace(0.3, 2.9, 6), 40).to_vec().vectors) * [1, 1, 1, 1, 1.1, 1.1]
+        np.asarray(ops.parallel(np.linspace(0.3, 2.9, 6), 40).to_vec().vectors)
+        * [1, 1, 1, 1, 1.1, 1.1]
         + [0, 0, 0.7, -0.2, 0, 0],
         40,
     ),
@@ -45,7 +46,9 @@ def test_dot_test_astra_cpu(name):
     assert ops.dot_test(A, torch.float32, batch=3) <= 1e-5
 
 
-@pytest.mark.parametrize("pg", [ops.parallel3d(7, (12, 20), 1.1), ops.cone(9, (14, 22), 1.2, 40.0, 20.0)])
+@pytest.mark.parametrize(
+    "pg", [ops.parallel3d(7, (12, 20), 1.1), ops.cone(9, (14, 22), 1.2, 40.0, 20.0)]
+)
 def test_dot_test_raymarch(pg):
     A = ops.Operator(ops.volume((10, 12, 14)), pg)
     assert A.backend.name == "raymarch"
@@ -196,7 +199,10 @@ def test_operator_repr_and_transpose_shapes():
         (lambda A: A(torch.full((10, 10), float("inf"))), "NaN or inf"),
         (lambda A: A(torch.zeros(10, 10, dtype=torch.int64)), "floating-point"),
         (lambda A: A(np.zeros((10, 10))), "torch.Tensor"),
-        (lambda A: ops.cg(A, torch.zeros(4, 14), 2, x0=torch.zeros(10, 10, device="meta")), "devices"),
+        (
+            lambda A: ops.cg(A, torch.zeros(4, 14), 2, x0=torch.zeros(10, 10, device="meta")),
+            "devices",
+        ),
     ],
 )
 def test_bad_input_raises_one_clear_error(call, message):

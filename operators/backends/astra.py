@@ -20,8 +20,12 @@ import torch
 
 from ..geometry import FanGeometry, ProjectionGeometry, VolumeGeometry
 
-_CPU_KERNELS = {"parallel": "linear", "parallel_vec": "linear", "fanflat": "line_fanflat",
-                "fanflat_vec": "line_fanflat"}
+_CPU_KERNELS = {
+    "parallel": "linear",
+    "parallel_vec": "linear",
+    "fanflat": "line_fanflat",
+    "fanflat_vec": "line_fanflat",
+}
 
 
 @cache
@@ -45,7 +49,9 @@ def astra_cuda_available() -> bool:
 
 def _require_astra():
     if not astra_available():
-        raise ValueError("backend 'astra' needs the astra-toolbox package: pip install ctblend[astra]")
+        raise ValueError(
+            "backend 'astra' needs the astra-toolbox package: pip install ctblend[astra]"
+        )
     import astra
     import astra.experimental
 
@@ -60,7 +66,9 @@ class AstraBackend:
     def __init__(self, vol: VolumeGeometry, pg: ProjectionGeometry, threads: int | None = None):
         self.astra = _require_astra()
         if isinstance(pg, FanGeometry) and pg.curved:
-            raise ValueError("backend 'astra' has no 2D fan beam with an arc detector; use torch_sparse")
+            raise ValueError(
+                "backend 'astra' has no 2D fan beam with an arc detector; use torch_sparse"
+            )
         self.vol, self.pg = vol, pg
         self.three_d = pg.ndim == 3
         if self.three_d and not astra_cuda_available():
@@ -94,7 +102,9 @@ class AstraBackend:
     def _run(self, inp: torch.Tensor, adjoint: bool) -> torch.Tensor:
         out_shape = self.domain_shape if adjoint else self.range_shape
         if inp.is_cuda and not astra_cuda_available():
-            raise ValueError("CUDA tensors with backend 'astra' need ASTRA with CUDA, which is unavailable")
+            raise ValueError(
+                "CUDA tensors with backend 'astra' need ASTRA with CUDA, which is unavailable"
+            )
         src = inp.to(torch.float32).contiguous()
         out = torch.zeros((src.shape[0], *out_shape), dtype=torch.float32, device=src.device)
         exp = self.astra.experimental

@@ -39,7 +39,9 @@ class RayMarchBackend:
             )
         self.step = float(step or min(vol.spacing) / 2)
         center = np.array(vol.center[::-1])  # (x, y, z)
-        half_diag = 0.5 * math.sqrt(sum((n * s) ** 2 for n, s in zip(vol.shape, vol.spacing)))
+        half_diag = 0.5 * math.sqrt(
+            sum((n * s) ** 2 for n, s in zip(vol.shape, vol.spacing, strict=True))
+        )
         self.n_samples = int(math.ceil(2 * half_diag / self.step)) + 1
         t_center = np.einsum("...k,...k->...", center - origin, direction)
         offsets = (np.arange(self.n_samples) - (self.n_samples - 1) / 2) * self.step
@@ -67,7 +69,9 @@ class RayMarchBackend:
         out = []
         for start in range(0, n_rays, chunk):
             g = grid[start : start + chunk].reshape(1, -1, self.n_samples, 1, 3)
-            samples = F.grid_sample(vol, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+            samples = F.grid_sample(
+                vol, g, mode="bilinear", padding_mode="zeros", align_corners=False
+            )
             out.append(samples.sum(dim=(3, 4))[0] * self.step)  # (B, rays)
         return torch.cat(out, dim=1).reshape(x.shape[0], *self.range_shape)
 

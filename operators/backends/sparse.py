@@ -81,7 +81,9 @@ def build_matrix(vol: VolumeGeometry, pg: ProjectionGeometry) -> tuple[np.ndarra
     n_rays = origin.shape[0]
     rows, cols, vals = [], [], []
     for start in range(0, n_rays, _RAY_CHUNK):
-        r, c, v = _joseph_entries(vol, origin[start : start + _RAY_CHUNK], direction[start : start + _RAY_CHUNK])
+        r, c, v = _joseph_entries(
+            vol, origin[start : start + _RAY_CHUNK], direction[start : start + _RAY_CHUNK]
+        )
         rows.append(r + start)
         cols.append(c)
         vals.append(v)
@@ -136,9 +138,10 @@ class _MatrixCache:
         need = estimate_bytes(vol, pg, dtype)
         if need > budget:
             raise ValueError(
-                f"torch_sparse: the system matrix for volume {vol.shape} and projections {pg.shape} "
-                f"needs about {need / 2**30:.2f} GiB, over the memory budget of {budget / 2**30:.2f} GiB; "
-                "raise it with memory_budget=... (or OPERATORS_SPARSE_BUDGET_GB) or use another backend"
+                f"torch_sparse: the system matrix for volume {vol.shape} and projections "
+                f"{pg.shape} needs about {need / 2**30:.2f} GiB, over the memory budget of "
+                f"{budget / 2**30:.2f} GiB; raise it with memory_budget=... (or "
+                "OPERATORS_SPARSE_BUDGET_GB) or use another backend"
             )
         crow, col, val = build_matrix(vol, pg)
         if len(val) == 0:
@@ -167,7 +170,9 @@ class TorchSparseBackend:
 
     name = "torch_sparse"
 
-    def __init__(self, vol: VolumeGeometry, pg: ProjectionGeometry, memory_budget: int | None = None):
+    def __init__(
+        self, vol: VolumeGeometry, pg: ProjectionGeometry, memory_budget: int | None = None
+    ):
         if vol.ndim != 2 or pg.ndim != 2:
             raise ValueError("torch_sparse handles 2D geometries (applied slice-wise to volumes)")
         if not box_hits(vol, *rays_2d(pg)).any():
@@ -197,4 +202,3 @@ class TorchSparseBackend:
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``(B, n_angles, det_count) → (B, H, W)``."""
         return self._apply(self.matrix(y.device, y.dtype).transpose, y, self.domain_shape)
-

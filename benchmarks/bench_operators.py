@@ -1,0 +1,204 @@
+"""FP+BP throughput of the 2D projectors on a batch of slices; writes docs/benchmarks/operators.*
+
+Peers, in one run: ``torch_sparse`` (ours), the ASTRA CPU per-slice loop (``backend="astra"``,
+threaded over slices) and a rotation projector (bilinear ``grid_sample`` rotation + column sums,
+the approach of the DiffusionBlend authors' code; parallel beam only). Each (method, geometry)
+cell runs in a fresh subprocess so that its peak resident memory is its own.
+
+    python benchmarks/bench_operators.py               # Z = 64 slices of 256², 8 and 180 views
+    python benchmarks/bench_operators.py --quick       # tiny sizes, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import operators as ops
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+
+
+class RotationProjector:
+    """Parallel-beam projector by image rotation: rotate by each angle, sum the columns."""
+
+    def __init__(self, n: int, angles, det_count: int):
+        self.n, self.det_count = n, det_count
+        self.pad = (det_count - n) // 2
+        size = n + 2 * self.pad
+        theta = torch.tensor(angles, dtype=torch.float32)
+        c, s = torch.cos(theta), torch.sin(theta)
+        zeros = torch.zeros_like(c)
+        rot = torch.stack([torch.stack([c, -s, zeros], 1), torch.stack([s, c, zeros], 1)], 1)
+        self.grid = F.affine_grid(rot, (len(angles), 1, size, size), align_corners=False)
+        inverse = rot.clone()
+        inverse[:, 0, 1], inverse[:, 1, 0] = rot[:, 1, 0], rot[:, 0, 1]
+        self.grid_back = F.affine_grid(inverse, (len(angles), 1, size, size), align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, N) → (B, V, det)``."""
+        padded = F.pad(x, (self.pad,) * 4)
+        out = []
+        for v in range(self.grid.shape[0]):
+            g = self.grid[v : v + 1].expand(x.shape[0], -1, -1, -1)
+            out.append(F.grid_sample(padded[:, None], g, align_corners=False).sum(dim=2)[:, 0])
+        return torch.stack(out, dim=1)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Smear each view along the columns and rotate back (unfiltered backprojection)."""
+        size = self.n + 2 * self.pad
+        acc = torch.zeros(y.shape[0], 1, size, size)
+        for v in range(self.grid_back.shape[0]):
+            smear = y[:, v][:, None, None, :].expand(-1, 1, size, -1)
+            g = self.grid_back[v : v + 1].expand(y.shape[0], -1, -1, -1)
+            acc += F.grid_sample(smear, g, align_corners=False)
+        p = self.pad
+        return acc[:, 0, p : p + self.n, p : p + self.n]
+
+
+def _geometry(kind: str, n: int, views: int):
+    if kind == "parallel":
+        return ops.parallel(views, 2 * n)
+    return ops.fan_flat(views, 2 * n, 1.5, 2.0 * n, 1.0 * n)
+
+
+def run_one(method: str, kind: str, n: int, z: int, views: int, repeats: int) -> dict:
+    """Time FP+BP of ``z`` slices; returns seconds per FP+BP, setup time, peak RSS."""
+    torch.manual_seed(0)
+    x = torch.rand(z, n, n)
+    start = time.perf_counter()
+    if method == "rotation":
+        proj = RotationProjector(n, _geometry(kind, n, views).angles, 2 * n)
+        forward, adjoint = proj.forward, proj.adjoint
+    else:
+        A = ops.Operator(ops.volume((n, n)), _geometry(kind, n, views), backend=method)
+        forward, adjoint = A, A.T
+        if method == "torch_sparse":
+            A.backend.matrix(x.device, x.dtype)  # build and cache the matrix (setup)
+    setup = time.perf_counter() - start
+    adjoint(forward(x))  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        adjoint(forward(x))
+        times.append(time.perf_counter() - start)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "method": method,
+        "geometry": kind,
+        "n": n,
+        "slices": z,
+        "views": views,
+        "seconds": min(times),
+        "setup_seconds": setup,
+        "peak_rss_mib": peak_mib,
+    }
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--one", nargs=4, metavar=("METHOD", "GEOMETRY", "VIEWS", "N_Z"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=DOCS)
+    args = parser.parse_args(argv)
+    if args.one:
+        method, kind, views, nz = args.one
+        n, z = map(int, nz.split("x"))
+        print(json.dumps(run_one(method, kind, n, z, int(views), args.repeats)))
+        return 0
+    n, z, view_counts = (64, 8, (8, 30)) if args.quick else (256, 64, (8, 180))
+    try:
+        import astra  # noqa: F401
+
+        peers = ["torch_sparse", "astra", "rotation"]
+    except ImportError:
+        peers = ["torch_sparse", "rotation"]
+    results = []
+    for kind in ("parallel", "fan"):
+        for views in view_counts:
+            for method in peers:
+                if method == "rotation" and kind == "fan":
+                    continue
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    method,
+                    kind,
+                    str(views),
+                    f"{n}x{z}",
+                    "--repeats",
+                    str(args.repeats),
+                ]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                results.append(json.loads(out.strip().splitlines()[-1]))
+                print(results[-1], flush=True)
+    write(results, args.out, n, z, quick=args.quick)
+    return 0
+
+
+def write(results: list[dict], out: Path, n: int, z: int, quick: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    name = "operators_quick" if quick else "operators"
+    lines = [
+        f"# Operator throughput: FP + BP of {z} slices of {n}²",
+        "",
+        f"Machine: {machine()}. Command: `python benchmarks/bench_operators.py"
+        f"{' --quick' if quick else ''}`. Best of repeated runs; setup (matrix build, ASTRA "
+        "projector creation) is reported separately and not included. Peak RSS is the whole "
+        "process (Python + torch + data) in a fresh subprocess per cell.",
+        "",
+        "| geometry | views | method | FP+BP s | slices/s | torch_sparse speed-up | setup s "
+        "| peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ours = next(
+            o
+            for o in results
+            if o["method"] == "torch_sparse"
+            and o["geometry"] == r["geometry"]
+            and o["views"] == r["views"]
+        )
+        r["torch_sparse_speedup"] = r["seconds"] / ours["seconds"]
+        lines.append(
+            f"| {r['geometry']} | {r['views']} | {r['method']} | {r['seconds']:.3f} | "
+            f"{r['slices'] / r['seconds']:.1f} | {r['torch_sparse_speedup']:.1f}× | "
+            f"{r['setup_seconds']:.2f} | {r['peak_rss_mib']:.0f} |"
+        )
+    lines += ["", "Targets: torch_sparse ≥ 5× the ASTRA loop and ≥ 20× the rotation projector."]
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.json").write_text(
+        json.dumps({"machine": machine(), "results": results}, indent=1)
+    )
+    print(f"wrote {out / (name + '.md')}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

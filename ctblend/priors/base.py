@@ -1,0 +1,94 @@
+"""The VolumePrior interface (the sampler's only view of networks) and batched inference."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+PRIOR_KINDS = ("blend++", "blend", "slice2d")
+
+
+@runtime_checkable
+class VolumePrior(Protocol):
+    """ε for a whole volume at one timestep.
+
+    kind: "blend++" | "blend" | "slice2d"; image_size: the H = W it was trained at.
+    ``eps(x_t, t, step, generator)``: x_t (Z, H, W) in the prior's [−1, 1] space, t the
+    diffusion timestep, step the sampling-step index (partitions alternate on it), generator
+    the source of any randomness (partition offsets); returns ε with x_t's shape, dtype and
+    device.
+    """
+
+    kind: str
+    image_size: int
+
+    def eps(
+        self, x_t: Tensor, t: int, step: int, generator: torch.Generator | None = None
+    ) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How networks are evaluated.
+
+    group_batch: network inputs per forward pass (bounds memory); precision: "fp32"
+    (reference) or "bf16" (autocast, CPU or GPU); channels_last: memory format of inputs.
+    """
+
+    group_batch: int = 16
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.group_batch < 1:
+            raise ValueError(f"group_batch must be >= 1, got {self.group_batch}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+
+class BatchedNetwork:
+    """Evaluates an ε-network ``model(x (B, C, H, W), t (B,), gap (B,))`` in bounded batches."""
+
+    def __init__(self, model: nn.Module, options: InferenceOptions):
+        self.model = model.eval()
+        self.options = options
+        if options.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        first = next(iter(model.parameters()), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+        self.dtype = first.dtype if first is not None else torch.float32
+
+    def __call__(self, inputs: Tensor, t: int, label: int | Tensor) -> Tensor:
+        """inputs: (N, C, H, W), label: int or (N,) → ε (N, Cout, H, W), float32, inputs' device."""
+        opts = self.options
+        n = inputs.shape[0]
+        labels = torch.as_tensor(label, device=self.device).expand(n) if n else None
+        outs = []
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if opts.precision == "bf16"
+            else nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            for start in range(0, n, opts.group_batch):
+                chunk = inputs[start : start + opts.group_batch].to(self.device, self.dtype)
+                if opts.channels_last:
+                    chunk = chunk.contiguous(memory_format=torch.channels_last)
+                tt = torch.full((chunk.shape[0],), int(t), device=self.device, dtype=torch.long)
+                out = self.model(chunk, tt, labels[start : start + chunk.shape[0]])
+                outs.append(out.float().to(inputs.device))
+        return torch.cat(outs).contiguous()
+
+
+def check_volume(x_t: Tensor, image_size: int | None = None) -> None:
+    """Validate a (Z, H, W) volume handed to ``eps``."""
+    if x_t.ndim != 3:
+        raise ValueError(f"x_t must be a (Z, H, W) volume, got shape {tuple(x_t.shape)}")
+    if image_size is not None and tuple(x_t.shape[1:]) != (image_size, image_size):
+        raise ValueError(
+            f"prior trained at {image_size}×{image_size}; x_t has slices {tuple(x_t.shape[1:])}"
+        )

@@ -1,0 +1,66 @@
+"""DiffusionBlend++ prior: ε of a volume from 3-slice groups of a (random) partition."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ctblend.diffusion import VPSchedule
+from ctblend.priors.base import BatchedNetwork, InferenceOptions, check_volume
+from ctblend.priors.partitions import Partition, PartitionPolicy
+
+
+def scatter_groups(group_eps: Tensor, partition: Partition) -> Tensor:
+    """Assemble per-slice ε from group outputs.
+
+    group_eps: (G, 3, H, W) in the order of ``partition.groups`` → (Z, H, W); each slice takes
+    the output of the one group position that writes it.
+    """
+    z = partition.num_slices
+    out = group_eps.new_empty((z, *group_eps.shape[2:]))
+    src = [
+        (g, k, idx)
+        for g, grp in enumerate(partition.groups)
+        for k, (idx, w) in enumerate(zip(grp.indices, grp.writes, strict=True))
+        if w
+    ]
+    g_idx, k_idx, z_idx = (torch.tensor(v, device=group_eps.device) for v in zip(*src, strict=True))
+    out[z_idx] = group_eps[g_idx, k_idx]
+    return out
+
+
+class BlendPPPrior:
+    """``eps(x_t, t, step)`` for a (Z, H, W) volume with a 3-in/3-out gap-conditioned network.
+
+    At each step the ``policy`` chooses a partition (adjacency with random offset, or cross
+    every k-th step); its groups are evaluated ``options.group_batch`` at a time.
+    """
+
+    kind = "blend++"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        image_size: int,
+        schedule: VPSchedule | None = None,
+        policy: PartitionPolicy | None = None,
+        options: InferenceOptions | None = None,
+    ):
+        self.image_size = image_size
+        self.schedule = schedule or VPSchedule()
+        self.policy = policy or PartitionPolicy()
+        self.net = BatchedNetwork(model, options or InferenceOptions())
+
+    def eps_groups(self, groups: Tensor, t: int, label: int) -> Tensor:
+        """groups: (G, 3, H, W) 3-slice patches with gap ``label`` → ε (G, 3, H, W)."""
+        return self.net(groups, t, label)
+
+    def eps(
+        self, x_t: Tensor, t: int, step: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """x_t: (Z, H, W), Z >= 3 → ε (Z, H, W)."""
+        check_volume(x_t, self.image_size)
+        partition = self.policy(x_t.shape[0], step, generator)
+        index = torch.tensor([g.indices for g in partition.groups], device=x_t.device)
+        group_eps = self.eps_groups(x_t[index], t, partition.label)
+        return scatter_groups(group_eps, partition).to(x_t.dtype)

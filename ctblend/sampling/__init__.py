@@ -1,0 +1,22 @@
+"""Posterior sampling: any ``VolumePrior`` × any ``Operator`` × a data-consistency strategy."""
+
+from .consistency import (
+    ADMMTVz,
+    CGConsistency,
+    DataConsistency,
+    NoiseAwareConsistency,
+    diff_z,
+    diff_z_adjoint,
+)
+from .sampler import SamplerConfig, posterior_sample
+
+__all__ = [
+    "ADMMTVz",
+    "CGConsistency",
+    "DataConsistency",
+    "NoiseAwareConsistency",
+    "SamplerConfig",
+    "diff_z",
+    "diff_z_adjoint",
+    "posterior_sample",
+]
