@@ -9,6 +9,7 @@ same units (not clipped) plus a record of what was run.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,25 +135,23 @@ def _diffusion(method: str, y, A, prior, callback=None, **config) -> tuple[Tenso
     return x, record
 
 
-def _fbp(method, y, A, prior, filter: str = "ram-lak", **_):  # noqa: A002
+def _fbp(method, y, A, prior, filter: str = "ram-lak"):  # noqa: A002
     return ops.fbp(A, y, filter=filter), {"config": {"filter": filter}, "nfe": 0}
 
 
-def _sirt(method, y, A, prior, iterations: int = 200, **_):
+def _sirt(method, y, A, prior, iterations: int = 200):
     x = ops.sirt(A, y, iterations, min_constraint=0.0, max_constraint=1.0)
     return x, {"config": {"iterations": iterations}, "nfe": 0}
 
 
-def _tv(method, y, A, prior, lam: float = 0.01, iterations: int = 300, **_):
-    return tv_least_squares(A, y, lam=lam, iterations=iterations), {
-        "config": {"lam": lam, "iterations": iterations},
-        "nfe": 0,
-    }
+def _tv(method, y, A, prior, lam: float = 0.01, iterations: int = 300):
+    x = tv_least_squares(A, y, lam=lam, iterations=iterations)
+    return x, {"config": {"lam": lam, "iterations": iterations}, "nfe": 0}
 
 
-def _fbp_unet(method, y, A, prior, **_):
-    x = prior.refine(ops.fbp(A, y))
-    return x, {"config": {"network": getattr(prior, "name", "fbp-unet")}, "nfe": 1}
+def _fbp_unet(method, y, A, prior, filter: str = "ram-lak"):  # noqa: A002
+    x = prior.refine(ops.fbp(A, y, filter=filter))
+    return x, {"config": {"filter": filter, "network": getattr(prior, "name", "fbp-unet")}, "nfe": 1}
 
 
 _REGISTRY: dict[str, Callable] = {
@@ -167,12 +166,28 @@ _REGISTRY: dict[str, Callable] = {
 }
 
 
+def method_options(method: str) -> tuple[str, ...]:
+    """The keyword options ``reconstruct`` accepts for ``method``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if method in PRIOR_OF_METHOD:
+        return tuple(f.name for f in dataclasses.fields(DiffusionConfig)) + ("callback",)
+    params = inspect.signature(_REGISTRY[method]).parameters
+    return tuple(name for name in params if name not in ("method", "y", "A", "prior"))
+
+
 def reconstruct(
     method: str, y: Tensor, A: ops.Operator, prior: VolumePrior | None = None, **config
 ) -> tuple[Tensor, dict]:
     """Reconstruct ``(Z, H, W)`` from ``y`` ``(Z, V, D)``; returns the volume and a record
     ``{method, config, seed, nfe, seconds, ...}``. Bad input fails before any heavy work."""
     _check_inputs(method, y, A, prior)
+    unknown = sorted(set(config) - set(method_options(method)))
+    if unknown:
+        raise ValueError(
+            f"method {method!r} has no option {unknown[0]!r}; "
+            f"its options: {', '.join(method_options(method)) or 'none'}"
+        )
     start = time.perf_counter()
     x, record = _REGISTRY[method](method, y, A, prior, **config)
     record.update(method=method, seconds=time.perf_counter() - start)

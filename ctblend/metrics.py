@@ -3,6 +3,9 @@
 Per-plane PSNR/SSIM: every 2D slice of the plane, mean ± std over the slices; axial = slices
 along z, coronal = along y (rows), sagittal = along x (columns). Reconstructions are clipped
 to [0, 1] first. TV-z = mean |x[z+1] − x[z]| (no wrap-around).
+
+A slice reconstructed exactly (e.g. an all-air border row after clipping) has PSNR = ∞; such
+slices are left out of the PSNR mean/std and counted in ``psnr_exact`` (SSIM keeps them, as 1).
 """
 
 from __future__ import annotations
@@ -35,17 +38,17 @@ def plane_scores(recon, truth, plane: str) -> dict[str, float]:
     psnr, ssim = [], []
     for k in range(r.shape[axis]):
         a, b = np.take(r, k, axis=axis), np.take(t, k, axis=axis)
-        if np.array_equal(a, b):
-            psnr.append(np.inf)
-        else:
+        if not np.array_equal(a, b):
             psnr.append(peak_signal_noise_ratio(b, a, data_range=1.0))
         win = min(7, *a.shape)
         win -= 1 - win % 2  # odd, at most 7, at most the slice's smaller side
         ssim.append(structural_similarity(b, a, data_range=1.0, win_size=win))
     psnr_a, ssim_a = np.asarray(psnr), np.asarray(ssim)
+    exact = r.shape[axis] - len(psnr)
     return {
-        "psnr": float(psnr_a.mean()),
-        "psnr_std": float(psnr_a.std()),
+        "psnr": float(psnr_a.mean()) if len(psnr) else float("inf"),
+        "psnr_std": float(psnr_a.std()) if len(psnr) else 0.0,
+        "psnr_exact": exact,
         "ssim": float(ssim_a.mean()),
         "ssim_std": float(ssim_a.std()),
     }

@@ -1,0 +1,438 @@
+"""Acquisition setups and measurement files: what ``ctblend simulate`` writes and ``recon`` reads.
+
+An :class:`Acquisition` is either a named protocol (``svct8``, ``lact90+noise``, …, see
+:mod:`ctblend.protocol`) or any 2D geometry applied to every axial slice, described in YAML::
+
+    type: fan_flat        # parallel | fan_flat | fan_arc
+    angles: 360           # int: that many, evenly over [0°, 180°) (parallel) or [0°, 360°) (fan);
+                          # a list of angles in degrees; or {count: 90, start_deg: 0, stop_deg: 90}
+                          # (stop excluded)
+    det_count: 256
+    det_spacing: 1.5      # default 1
+    src_orig: 256         # fan only: source to rotation centre
+    orig_det: 128         # fan only: rotation centre to detector
+    voxel_size: 1.0       # volume pixel size in the same length unit (default 1: voxel units)
+    noise: false          # Poisson noise as in the protocols' +noise variant
+
+Lengths are in units of ``voxel_size`` (default: one volume pixel). A measurement file is HDF5 with
+datasets ``sinogram`` ``(Z, V, D)`` and optionally ``truth`` ``(Z, H, W)`` in [0, 1] units, the
+``spacing_mm`` attribute of the volume and the attributes listed in :func:`write_measurements`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+import yaml
+
+import operators as ops
+from ctblend.io import DataError, write_hdf5
+from ctblend.protocol import Protocol, get_protocol
+
+__all__ = [
+    "FORMAT_MEASUREMENTS",
+    "GEOMETRY_TYPES",
+    "Acquisition",
+    "GeometryConfig",
+    "Measurements",
+    "geometry_from_yaml",
+    "read_arrays",
+    "read_measurements",
+    "write_arrays",
+    "write_measurements",
+]
+
+GEOMETRY_TYPES = ("parallel", "fan_flat", "fan_arc")
+FORMAT_MEASUREMENTS = "ctblend-measurements"
+_KEYS = {
+    "type",
+    "angles",
+    "det_count",
+    "det_spacing",
+    "src_orig",
+    "orig_det",
+    "voxel_size",
+    "noise",
+}
+
+
+def _number(source: object, key: str, value: Any, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DataError(f"{source}: {key} is {value!r}; expected a number")
+    if positive and value <= 0:
+        raise DataError(f"{source}: {key} is {value!r}; expected a positive number")
+    return float(value)
+
+
+def _angles_deg(source: object, value: Any, kind: str) -> tuple[float, ...]:
+    """The YAML ``angles`` entry → explicit angles in degrees."""
+    arc = 180.0 if kind == "parallel" else 360.0
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise DataError(f"{source}: angles is {value}; expected at least one view")
+        return tuple(float(a) for a in np.arange(value) * (arc / value))
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"count", "start_deg", "stop_deg"}
+        if unknown or "count" not in value:
+            raise DataError(
+                f"{source}: angles is {dict(value)!r}; expected {{count, start_deg, stop_deg}}"
+            )
+        count = value["count"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise DataError(f"{source}: angles count is {count!r}; expected a positive int")
+        start = _number(source, "angles start_deg", value.get("start_deg", 0.0), positive=False)
+        stop = _number(source, "angles stop_deg", value.get("stop_deg", start + arc), False)
+        if stop <= start:
+            raise DataError(f"{source}: angles stop_deg {stop} <= start_deg {start}")
+        return tuple(float(a) for a in start + np.arange(count) * ((stop - start) / count))
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0:
+        return tuple(_number(source, "angles", a, positive=False) for a in value)
+    raise DataError(
+        f"{source}: angles is {value!r}; expected a view count, a list of degrees or "
+        "{count, start_deg, stop_deg}"
+    )
+
+
+@dataclass(frozen=True)
+class GeometryConfig:
+    """A 2D slice geometry in explicit form (angles in degrees, lengths in ``voxel_size`` units)."""
+
+    type: str
+    angles_deg: tuple[float, ...]
+    det_count: int
+    det_spacing: float = 1.0
+    src_orig: float | None = None
+    orig_det: float | None = None
+    voxel_size: float = 1.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: object = "geometry") -> GeometryConfig:
+        """Build from the YAML schema of the module docstring (``noise`` is not read here)."""
+        if not isinstance(data, Mapping):
+            raise DataError(f"{source}: expected a mapping with type, angles, det_count, ...")
+        data = dict(data)
+        if "angles_deg" in data and "angles" not in data:  # the explicit form of to_dict
+            data["angles"] = list(data.pop("angles_deg"))
+        unknown = set(data) - _KEYS
+        if unknown:
+            raise DataError(
+                f"{source}: unknown geometry keys {sorted(unknown)}; expected {sorted(_KEYS)}"
+            )
+        kind = data.get("type")
+        if kind not in GEOMETRY_TYPES:
+            raise DataError(f"{source}: type is {kind!r}; expected one of {GEOMETRY_TYPES}")
+        for key in ("angles", "det_count"):
+            if key not in data:
+                raise DataError(f"{source}: '{key}' is missing; expected it for a {kind} geometry")
+        det_count = data["det_count"]
+        if isinstance(det_count, bool) or not isinstance(det_count, int) or det_count < 1:
+            raise DataError(f"{source}: det_count is {det_count!r}; expected a positive int")
+        fan = kind != "parallel"
+        distances = {}
+        for key in ("src_orig", "orig_det"):
+            if fan and key not in data:
+                raise DataError(f"{source}: '{key}' is missing; expected it for a {kind} geometry")
+            if not fan and data.get(key) is not None:
+                raise DataError(f"{source}: '{key}' is given; a parallel geometry has no source")
+            if fan:
+                distances[key] = _number(source, key, data[key], positive=key == "src_orig")
+        return cls(
+            type=kind,
+            angles_deg=_angles_deg(source, data["angles"], kind),
+            det_count=det_count,
+            det_spacing=_number(source, "det_spacing", data.get("det_spacing", 1.0)),
+            voxel_size=_number(source, "voxel_size", data.get("voxel_size", 1.0)),
+            **distances,
+        )
+
+    @classmethod
+    def from_projection(cls, pg: ops.ProjectionGeometry) -> GeometryConfig:
+        """The explicit form of a 2D parallel or fan projection geometry (voxel units)."""
+        angles = tuple(math.degrees(a) for a in pg.angles)
+        if isinstance(pg, ops.ParallelGeometry):
+            return cls("parallel", angles, pg.det_count, pg.det_spacing)
+        if isinstance(pg, ops.FanGeometry):
+            kind = "fan_arc" if pg.curved else "fan_flat"
+            return cls(kind, angles, pg.det_count, pg.det_spacing, pg.src_orig, pg.orig_det)
+        raise ValueError(f"no YAML form for {type(pg).__name__}; expected parallel or fan")
+
+    def projection(self) -> ops.ProjectionGeometry:
+        """The ``operators`` projection geometry."""
+        angles = [math.radians(a) for a in self.angles_deg]
+        if self.type == "parallel":
+            return ops.parallel(angles, self.det_count, self.det_spacing)
+        factory = ops.fan_flat if self.type == "fan_flat" else ops.fan_arc
+        return factory(angles, self.det_count, self.det_spacing, self.src_orig, self.orig_det)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["angles_deg"] = list(self.angles_deg)
+        if self.type == "parallel":
+            d.pop("src_orig")
+            d.pop("orig_det")
+        return d
+
+
+def geometry_from_yaml(path: str | os.PathLike) -> tuple[GeometryConfig, bool]:
+    """Read a geometry YAML file (schema in the module docstring) → (geometry, noise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: geometry file not found; expected a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise DataError(f"{path}: invalid YAML ({first}); expected a geometry mapping") from exc
+    if not isinstance(data, Mapping):
+        raise DataError(f"{path}: expected a mapping with type, angles, det_count, ...")
+    noise = data.get("noise", False)
+    if not isinstance(noise, bool):
+        raise DataError(f"{path}: noise is {noise!r}; expected true or false")
+    return GeometryConfig.from_dict(data, path), noise
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """How measurements are taken: a named ``protocol`` or a custom ``geometry`` (+ ``noise``).
+
+    ``operator((Z, H, W))`` builds the slice-wise operator; ``simulate`` takes measurements.
+    """
+
+    protocol: str | None = None
+    geometry: GeometryConfig | None = None
+    noise: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.protocol is None) == (self.geometry is None):
+            raise DataError("an acquisition needs exactly one of a protocol or a geometry")
+        if self.protocol is not None:
+            protocol = get_protocol(self.protocol)
+            object.__setattr__(self, "noise", protocol.noise)
+
+    @property
+    def name(self) -> str:
+        if self.protocol is not None:
+            return self.protocol
+        return f"{self.geometry.type}{len(self.geometry.angles_deg)}" + (
+            "+noise" if self.noise else ""
+        )
+
+    def _protocol(self) -> Protocol:
+        if self.protocol is not None:
+            return get_protocol(self.protocol)
+        n = len(self.geometry.angles_deg)
+        return Protocol(self.name, n, 360.0, False, self.noise)
+
+    def operator(self, shape: Sequence[int]) -> ops.Operator:
+        """Slice-wise operator for a ``(Z, H, W)`` volume."""
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3:
+            raise DataError(f"acquisition {self.name}: volume shape {shape}; expected (Z, H, W)")
+        if self.protocol is not None:
+            return get_protocol(self.protocol).operator(shape)
+        size = self.geometry.voxel_size
+        vg = ops.volume(shape, spacing=(1.0, size, size))
+        return ops.Operator(vg, self.geometry.projection())
+
+    def resolved_geometry(self, shape: Sequence[int]) -> GeometryConfig:
+        """The explicit geometry for ``shape`` (a protocol's depends on the slice size)."""
+        if self.geometry is not None:
+            return self.geometry
+        return GeometryConfig.from_projection(self.operator(shape).proj_geom)
+
+    def simulate(
+        self, A: ops.Operator, x: torch.Tensor, pixel_mm: float, seed: int = 0
+    ) -> torch.Tensor:
+        """Measurements ``(Z, V, D)`` of ``x`` ``(Z, H, W)`` in [0, 1] units; ``pixel_mm`` is the
+        in-plane pixel size in mm (sets the path lengths of the Poisson noise)."""
+        size = 1.0 if self.geometry is None else self.geometry.voxel_size
+        return self._protocol().simulate(A, x, voxel_mm=pixel_mm / size, seed=seed)
+
+    def to_attrs(self, shape: Sequence[int]) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "geometry": self.resolved_geometry(shape).to_dict(),
+            "noise": self.noise,
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any], source: object) -> Acquisition:
+        protocol = attrs.get("protocol")
+        if protocol:
+            return cls(protocol=str(protocol))
+        geometry = attrs.get("geometry")
+        if not isinstance(geometry, Mapping):
+            raise DataError(f"{source}: no 'protocol' or 'geometry' attribute; expected one")
+        return cls(
+            geometry=GeometryConfig.from_dict(geometry, source),
+            noise=bool(attrs.get("noise", False)),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# HDF5 files with several datasets
+# ---------------------------------------------------------------------------------------------
+
+
+def write_arrays(
+    path: str | os.PathLike,
+    arrays: Mapping[str, Any],
+    *,
+    spacing_mm: Sequence[float] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write several datasets (``name → array``; ``"a/b"`` makes group ``a``) atomically.
+
+    The first goes through :func:`ctblend.io.write_hdf5` (its layout and attribute encoding),
+    the others are added to that temporary file with the same chunking before the rename.
+    """
+    path = Path(path)
+    names = list(arrays)
+    if not names:
+        raise DataError(f"{path}: nothing to write; expected at least one array")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        write_hdf5(tmp, arrays[names[0]], spacing_mm=spacing_mm, attrs=attrs, dataset=names[0])
+        with h5py.File(tmp, "a") as f:
+            for name in names[1:]:
+                value = arrays[name]
+                if hasattr(value, "detach"):
+                    value = value.detach().cpu().numpy()
+                value = np.asarray(value)
+                chunks = (1,) * (value.ndim - 2) + value.shape[-2:] if value.ndim >= 2 else True
+                f.create_dataset(
+                    name,
+                    data=value,
+                    chunks=chunks,
+                    compression="gzip",
+                    compression_opts=4,
+                    shuffle=True,
+                    track_times=False,
+                )
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # the temporary file was private (mkstemp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_arrays(
+    path: str | os.PathLike, required: Sequence[str] = ()
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """All datasets (by path inside the file) and the decoded file attributes of ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; expected an HDF5 file written by ctblend")
+    try:
+        with h5py.File(path, "r") as f:
+            arrays: dict[str, np.ndarray] = {}
+            f.visititems(
+                lambda name, obj: (
+                    arrays.__setitem__(name, obj[...]) if isinstance(obj, h5py.Dataset) else None
+                )
+            )
+            attrs = {key: _decode(f.attrs[key]) for key in f.attrs}
+    except OSError as exc:
+        first = str(exc).splitlines()[0]
+        raise DataError(f"{path}: cannot read as HDF5 ({first}); expected a complete file") from exc
+    for key in json.loads(attrs.pop("json_attrs", "[]")):
+        attrs[key] = json.loads(attrs[key])
+    missing = [name for name in required if name not in arrays]
+    if missing:
+        raise DataError(
+            f"{path}: no dataset {missing[0]!r} (found {sorted(arrays)}); expected a file "
+            "written by `ctblend simulate`"
+        )
+    return arrays, attrs
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """A measurement file: sinogram ``(Z, V, D)``, optional truth ``(Z, H, W)`` in [0, 1]."""
+
+    sinogram: np.ndarray
+    acquisition: Acquisition
+    volume_shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    truth: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def write_measurements(
+    path: str | os.PathLike,
+    sinogram: Any,
+    acquisition: Acquisition,
+    *,
+    volume_shape: Sequence[int],
+    spacing_mm: Sequence[float],
+    truth: Any | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a measurement file atomically.
+
+    Attributes: ``format`` = ``ctblend-measurements``, ``protocol`` (name or None), ``geometry``
+    (explicit, JSON), ``noise``, ``volume_shape``, ``spacing_mm`` (of the volume) and ``attrs``
+    (``simulate`` adds scale, seed, source, slices, versions).
+    """
+    volume_shape = tuple(int(s) for s in volume_shape)
+    arrays = {"sinogram": sinogram} if truth is None else {"sinogram": sinogram, "truth": truth}
+    meta = {
+        "kind": FORMAT_MEASUREMENTS,
+        **acquisition.to_attrs(volume_shape),
+        "volume_shape": list(volume_shape),
+        **dict(attrs or {}),
+    }
+    return write_arrays(path, arrays, spacing_mm=spacing_mm, attrs=meta)
+
+
+def read_measurements(path: str | os.PathLike) -> Measurements:
+    """Read a file written by :func:`write_measurements`; the shapes are checked."""
+    arrays, attrs = read_arrays(path, required=("sinogram",))
+    acquisition = Acquisition.from_attrs(attrs, path)
+    shape = attrs.get("volume_shape")
+    if not (isinstance(shape, list) and len(shape) == 3):
+        raise DataError(f"{path}: volume_shape attribute is {shape!r}; expected [Z, H, W]")
+    shape = tuple(int(s) for s in shape)
+    spacing = attrs.pop("spacing_mm", None)
+    if spacing is None or len(spacing) != 3:
+        raise DataError(f"{path}: spacing_mm attribute is {spacing!r}; expected [dz, dy, dx]")
+    sinogram = np.asarray(arrays["sinogram"], dtype=np.float32)
+    expected = acquisition.operator(shape).range_shape
+    if tuple(sinogram.shape) != tuple(expected):
+        raise DataError(
+            f"{path}: sinogram has shape {sinogram.shape}; expected {tuple(expected)} for "
+            f"{acquisition.name} on a volume of {shape}"
+        )
+    truth = arrays.get("truth")
+    if truth is not None and tuple(truth.shape) != shape:
+        raise DataError(f"{path}: truth has shape {truth.shape}; expected {shape}")
+    return Measurements(
+        sinogram=sinogram,
+        acquisition=acquisition,
+        volume_shape=shape,
+        spacing_mm=tuple(float(s) for s in spacing),
+        truth=None if truth is None else np.asarray(truth, dtype=np.float32),
+        attrs=attrs,
+    )

@@ -1,0 +1,474 @@
+"""The ``ctblend`` command driven as a user would: subprocesses, files, exit codes, messages."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+from skimage.metrics import peak_signal_noise_ratio
+
+import operators as ops
+from ctblend.cli import main
+from ctblend.data.phantom import ct_phantom, phantom_spacing_mm
+from ctblend.io import read_volume, write_hdf5
+from ctblend.models.unet import UNet
+from ctblend.priors.loading import PriorSpec, save_prior
+from ctblend.training import load_config
+
+COMMANDS = ("demo", "simulate", "recon", "train", "sample", "bench", "info", "train-fbp-unet")
+ENV = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1"}
+
+
+def ctblend(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ctblend", *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def attrs_of(path: Path) -> dict:
+    """File attributes with the JSON-encoded ones decoded (the ctblend HDF5 convention)."""
+    with h5py.File(path, "r") as f:
+        attrs = {k: f.attrs[k] for k in f.attrs}
+    for key in json.loads(attrs.pop("json_attrs")):
+        attrs[key] = json.loads(attrs[key])
+    return attrs
+
+
+def files_in(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def tiny_prior(folder: Path, kind: str) -> Path:
+    """A randomly initialised tiny prior (32², ~0.2 M parameters) saved as a checkpoint."""
+    cfg = load_config("tiny", kind=kind)
+    torch.manual_seed(0)
+    spec = PriorSpec(kind=kind, image_size=32, unet=cfg.unet, schedule=cfg.schedule)
+    return save_prior(folder, spec, UNet(cfg.unet).state_dict())
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A folder with a simulated phantom (6 × 32², svct8) and two tiny priors."""
+    root = tmp_path_factory.mktemp("cli")
+    ok(
+        ctblend(
+            "simulate",
+            "phantom",
+            "--phantom-slices",
+            6,
+            "--scale",
+            32,
+            "--out",
+            "sino.h5",
+            cwd=root,
+        )
+    )
+    tiny_prior(root / "prior_slice2d", "slice2d")
+    tiny_prior(root / "prior_blendpp", "blend++")
+    return root
+
+
+def test_every_subcommand_has_help(tmp_path):
+    proc = ok(ctblend("--help", cwd=tmp_path))
+    for command in COMMANDS:
+        assert command in proc.stdout
+    for command in COMMANDS:
+        proc = ctblend(command, "--help", cwd=tmp_path)
+        if command in ("bench", "train-fbp-unet") and proc.returncode != 0:  # other modules
+            assert proc.stderr.strip().startswith(f"ctblend: error: the {command} command needs")
+            continue
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"usage: ctblend {command}")
+
+
+def test_simulate_writes_sinogram_truth_and_metadata(work):
+    truth = ct_phantom((6, 32, 32), seed=0)
+    A = ops.Operator(ops.volume((6, 32, 32)), ops.parallel(8, 64))  # svct8 at 32²: 2N unit bins
+    with h5py.File(work / "sino.h5", "r") as f:
+        np.testing.assert_array_equal(f["truth"][...], truth)
+        sinogram = f["sinogram"][...]
+    np.testing.assert_allclose(sinogram, A(torch.from_numpy(truth)).numpy(), rtol=1e-5, atol=1e-4)
+    attrs = attrs_of(work / "sino.h5")
+    assert attrs["kind"] == "ctblend-measurements"
+    assert attrs["protocol"] == "svct8" and not attrs["noise"]
+    assert attrs["geometry"]["type"] == "parallel"
+    assert attrs["geometry"]["angles_deg"] == pytest.approx([22.5 * k for k in range(8)])
+    assert attrs["geometry"]["det_count"] == 64
+    assert attrs["volume_shape"] == [6, 32, 32]
+    np.testing.assert_allclose(attrs["spacing_mm"], phantom_spacing_mm((6, 32, 32)))
+    assert attrs["seed"] == 0 and attrs["scale"] == "32"
+    assert "torch" in attrs["versions"]
+    assert (work / "sino.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recon_fbp_writes_volume_metadata_metrics_and_figure(work):
+    proc = ok(ctblend("recon", "sino.h5", "--method", "fbp", "--out", "fbp.h5", cwd=work))
+    assert "wrote fbp.h5" in proc.stdout
+    with h5py.File(work / "sino.h5", "r") as f:
+        truth, sinogram = f["truth"][...], torch.from_numpy(f["sinogram"][...])
+    A = ops.Operator(ops.volume((6, 32, 32)), ops.parallel(8, 64))
+    expected = ops.fbp(A, sinogram).numpy()
+    with h5py.File(work / "fbp.h5", "r") as f:
+        recon = f["recon"][...]
+    np.testing.assert_allclose(recon, expected, rtol=1e-5, atol=1e-5)
+    attrs = attrs_of(work / "fbp.h5")
+    assert attrs["kind"] == "ctblend-recon" and attrs["method"] == "fbp"
+    assert attrs["config"] == {"filter": "ram-lak"}
+    assert attrs["seed"] == 0 and attrs["protocol"] == "svct8"
+    assert attrs["timings"]["total_s"] >= attrs["timings"]["reconstruct_s"] > 0
+    clipped = np.clip(recon.astype(np.float64), 0, 1)
+    axial = np.mean([peak_signal_noise_ratio(truth[k], clipped[k], data_range=1) for k in range(6)])
+    assert attrs["metrics"]["axial_psnr"] == pytest.approx(axial, rel=1e-4)
+    assert attrs["metrics"]["tv_z"] == pytest.approx(np.abs(np.diff(clipped, axis=0)).mean(), 1e-4)
+    assert (work / "fbp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = ok(ctblend("recon", "sino.h5", "--method", "fbp", "--out", "fbp.h5", cwd=work))
+    assert "skip fbp.h5" in again.stdout  # existing outputs are kept
+
+
+def test_recon_config_yaml_and_overrides(work):
+    (work / "opts.yaml").write_text(
+        yaml.safe_dump({"method": "sirt", "options": {"iterations": 4}, "out": "sirt.h5"})
+    )
+    ok(ctblend("recon", "sino.h5", "--config", "opts.yaml", "iterations=2", cwd=work))
+    attrs = attrs_of(work / "sirt.h5")
+    assert attrs["method"] == "sirt" and attrs["config"] == {"iterations": 2}  # command line wins
+
+
+def test_recon_with_a_diffusion_prior(work):
+    ok(
+        ctblend(
+            "recon",
+            "sino.h5",
+            "--method",
+            "dds2d",
+            "--prior",
+            "prior_slice2d",
+            "--nfe",
+            2,
+            "--seed",
+            3,
+            "--out",
+            "dds2d.h5",
+            cwd=work,
+        )
+    )
+    attrs = attrs_of(work / "dds2d.h5")
+    assert attrs["nfe"] == 2 and attrs["seed"] == 3 and attrs["config"]["cg_iters"] == 5
+    assert attrs["prior"].endswith("prior_slice2d")
+    assert attrs["timings"]["prior_s"] > 0
+
+
+def test_simulate_custom_geometry_and_recon_a_volume_file(work, tmp_path):
+    hu = (ct_phantom((4, 32, 32), seed=2) * 4095 - 1024).astype(np.float32)
+    write_hdf5(tmp_path / "vol.h5", hu, spacing_mm=(2.0, 12.5, 12.5))
+    (tmp_path / "fan.yaml").write_text(
+        "type: fan_flat\nangles: 30\ndet_count: 48\ndet_spacing: 1.5\nsrc_orig: 64\norig_det: 32\n"
+    )
+    ok(
+        ctblend(
+            "simulate",
+            "vol.h5",
+            "--geometry",
+            "fan.yaml",
+            "--scale",
+            32,
+            "--out",
+            "fan.h5",
+            cwd=tmp_path,
+        )
+    )
+    A = ops.Operator(ops.volume((4, 32, 32)), ops.fan_flat(30, 48, 1.5, 64, 32))
+    x = (np.clip(hu, -1024, 3071) + 1024) / 4095
+    with h5py.File(tmp_path / "fan.h5", "r") as f:
+        np.testing.assert_allclose(f["truth"][...], x, atol=1e-6)
+        np.testing.assert_allclose(
+            f["sinogram"][...], A(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-3
+        )
+    assert attrs_of(tmp_path / "fan.h5")["geometry"]["src_orig"] == 64
+    # a volume + protocol straight into recon, with noise and a seed
+    ok(
+        ctblend(
+            "recon",
+            "vol.h5",
+            "--protocol",
+            "svct4",
+            "--noise",
+            "--scale",
+            32,
+            "--method",
+            "sirt",
+            "iterations=3",
+            "--seed",
+            5,
+            "--out",
+            "r.h5",
+            cwd=tmp_path,
+        )
+    )
+    attrs = attrs_of(tmp_path / "r.h5")
+    assert attrs["protocol"] == "svct4+noise" and attrs["noise"] and attrs["seed"] == 5
+    assert attrs["config"] == {"iterations": 3} and np.isfinite(attrs["metrics"]["volume_psnr"])
+
+
+def _error_cases(work: Path, tmp_path: Path) -> dict[str, tuple[list, str]]:
+    """name → (arguments, text the one-line message must contain); every case writes a.h5."""
+    (tmp_path / "model.pt").write_bytes(b"\x80\x04not really a pickle")
+    (tmp_path / "nodet.yaml").write_text("type: parallel\nangles: 8\n")
+    (tmp_path / "bad.yaml").write_text("nfe: 3\nflavour: strong\n")
+    sino = work / "sino.h5"
+    return {
+        "missing input": (["recon", tmp_path / "missing.h5", "--out", "a.h5"], "missing.h5"),
+        "unknown method": (["recon", sino, "--method", "magic", "--out", "a.h5"], "'magic'"),
+        "mismatched checkpoint": (
+            [
+                "recon",
+                sino,
+                "--method",
+                "diffusionblend++",
+                "--prior",
+                work / "prior_slice2d",
+                "--out",
+                "a.h5",
+            ],
+            "'slice2d' prior",
+        ),
+        "missing volume": (["simulate", tmp_path / "nope.nii", "--out", "a.h5"], "nope.nii"),
+        "unknown option": (["recon", sino, "nfe=3", "--out", "a.h5"], "no option 'nfe'"),
+        "pickle checkpoint": (
+            ["recon", sino, "--method", "dds", "--prior", tmp_path / "model.pt", "--out", "a.h5"],
+            "model.pt: not a ctblend checkpoint",
+        ),
+        "wrong image size": (
+            [
+                "recon",
+                "phantom",
+                "--protocol",
+                "svct8",
+                "--scale",
+                64,
+                "--method",
+                "diffusionblend++",
+                "--prior",
+                work / "prior_blendpp",
+                "--out",
+                "a.h5",
+            ],
+            "trained at 32×32",
+        ),
+        "bad geometry": (
+            ["simulate", "phantom", "--geometry", "nodet.yaml", "--out", "a.h5"],
+            "'det_count' is missing",
+        ),
+        "volume without protocol": (["recon", "phantom", "--out", "a.h5"], "--protocol"),
+        "bad slices": (["simulate", "phantom", "--slices", "5:2", "--out", "a.h5"], "5:2"),
+        "bad config": (["recon", sino, "--config", "bad.yaml", "--out", "a.h5"], "'flavour'"),
+        "bad protocol": (
+            ["simulate", "phantom", "--protocol", "svct", "--out", "a.h5"],
+            "unknown protocol 'svct'",
+        ),
+    }
+
+
+def _check_error(name: str, code: int, err: str, expected: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2, (name, err)
+    assert len(lines) == 1 and lines[0].startswith("ctblend"), (name, err)
+    assert "error:" in lines[0] and expected in lines[0], (name, err)
+
+
+def test_user_errors_exit_2_with_one_line_and_no_output(work, tmp_path, monkeypatch):
+    """The first three as subprocesses (in parallel); the others through main() in-process."""
+    cases = _error_cases(work, tmp_path)
+    names = list(cases)
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "ctblend", *map(str, cases[name][0])],
+            cwd=tmp_path,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names[:3]
+    }
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        _check_error(name, proc.returncode, err, cases[name][1])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CI", "true")
+    for name in names[3:]:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in cases[name][0]])
+            except SystemExit as exc:  # argparse errors
+                code = exc.code
+        _check_error(name, code, err.getvalue(), cases[name][1])
+    assert files_in(tmp_path) == {"model.pt", "nodet.yaml", "bad.yaml"}
+
+
+def test_demo_quick_end_to_end(tmp_path):
+    proc = ok(ctblend("demo", "--quick", "--out", "demo", cwd=tmp_path))
+    shipped = Path(__file__).resolve().parents[1] / "ctblend" / "weights" / "blendpp_cpu128"
+    if not (shipped / "config.json").is_file():
+        assert "no shipped prior is installed" in proc.stdout
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in proc.stdout.splitlines()
+        if line.startswith("| ") and "PSNR" not in line
+    }
+    assert {"fbp", "sirt", "tv"} <= set(rows)
+    assert files_in(tmp_path / "demo") == {"demo.png", "demo_sinogram.png", "demo.md", "demo.h5"}
+    with h5py.File(tmp_path / "demo" / "demo.h5", "r") as f:
+        truth, sinogram = f["truth"][...], torch.from_numpy(f["sinogram"][...])
+        fbp, sirt = f["recon/fbp"][...], f["recon/sirt"][...]
+    assert truth.shape == (9, 128, 128) and sinogram.shape == (9, 8, 256)
+    A = ops.Operator(ops.volume((9, 128, 128)), ops.parallel(8, 256))
+    np.testing.assert_allclose(fbp, ops.fbp(A, sinogram).numpy(), rtol=1e-5, atol=1e-5)
+    psnr = {
+        k: peak_signal_noise_ratio(truth, np.clip(v, 0, 1), data_range=1)
+        for k, v in (("fbp", fbp), ("sirt", sirt))
+    }
+    assert psnr["sirt"] > psnr["fbp"] + 3  # iterative beats FBP by far at 8 views
+    scores = attrs_of(tmp_path / "demo" / "demo.h5")["scores"]
+    assert scores["fbp"]["volume_psnr"] == pytest.approx(psnr["fbp"], rel=1e-4)
+
+
+def test_demo_with_a_prior_and_sample(work, tmp_path):
+    proc = ok(
+        ctblend(
+            "demo",
+            "--quick",
+            "--size",
+            32,
+            "--nfe",
+            3,
+            "--methods",
+            "fbp,diffusionblend++",
+            "--prior",
+            work / "prior_blendpp",
+            "--out",
+            "d",
+            cwd=tmp_path,
+        )
+    )
+    assert "| diffusionblend++ |" in proc.stdout
+    with h5py.File(tmp_path / "d" / "demo.h5", "r") as f:
+        assert f["recon/diffusionblend++"].shape == (9, 32, 32)
+    assert attrs_of(tmp_path / "d" / "demo.h5")["records"]["diffusionblend++"]["nfe"] == 3
+    ok(
+        ctblend(
+            "sample",
+            "--prior",
+            work / "prior_blendpp",
+            "--n-slices",
+            4,
+            "--nfe",
+            2,
+            "--out",
+            "s.h5",
+            cwd=tmp_path,
+        )
+    )
+    volume = read_volume(tmp_path / "s.h5")  # readable as a volume (HU), e.g. by simulate
+    assert volume.shape == (4, 32, 32) and volume.spacing_mm == (1.0, 1.0, 1.0)
+    assert -1024 <= volume.hu.min() and volume.hu.max() <= 3071
+
+
+def test_train_from_a_manifest_folder(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, seed in (("a", 0), ("b", 1)):
+        hu = (ct_phantom((5, 32, 32), seed=seed) * 4095 - 1024).astype(np.float32)
+        write_hdf5(data / f"{name}.h5", hu, spacing_mm=(2.5, 12.5, 12.5))
+    (data / "MANIFEST.md").write_text(
+        "| name | suggested role |\n|---|---|\n| `a` | train |\n| `b` | test |\n"
+    )
+    proc = ok(
+        ctblend(
+            "train",
+            "--kind",
+            "slice2d",
+            "--config",
+            "tiny",
+            "--data",
+            data,
+            "batch_size=2",
+            "log_every=1",
+            "--steps",
+            2,
+            "--out",
+            "run",
+            cwd=tmp_path,
+        )
+    )
+    assert "on 1 volume(s)" in proc.stdout  # the test volume is left out
+    spec = json.loads(
+        (
+            tmp_path / "run" / (tmp_path / "run" / "latest").read_text().strip() / "config.json"
+        ).read_text()
+    )
+    assert spec["kind"] == "slice2d" and spec["steps"] == 2 and spec["image_size"] == 32
+    assert (tmp_path / "run" / "loss.csv").read_text().count("\n") == 3  # header + 2 steps
+
+
+def test_info(tmp_path):
+    proc = ok(ctblend("info", cwd=tmp_path))
+    assert f"torch {torch.__version__}" in proc.stdout
+    assert "GPU:" in proc.stdout and "operator backends:" in proc.stdout
+
+
+def test_geometry_yaml_forms_and_errors(tmp_path):
+    """The three ways to give angles, fan distances, and one-line errors naming the file."""
+    from ctblend.geometry_config import GeometryConfig, geometry_from_yaml
+    from ctblend.io import DataError
+
+    path = tmp_path / "g.yaml"
+    path.write_text(
+        "type: fan_arc\nangles: {count: 4, start_deg: 10, stop_deg: 50}\n"
+        "det_count: 5\nsrc_orig: 100\norig_det: 50\nnoise: true\n"
+    )
+    geometry, noise = geometry_from_yaml(path)
+    assert noise and geometry.angles_deg == (10.0, 20.0, 30.0, 40.0)
+    pg = geometry.projection()
+    assert isinstance(pg, ops.FanGeometry) and pg.curved and pg.src_orig == 100
+    assert pg.angles == pytest.approx(np.radians([10, 20, 30, 40]))
+    parallel = GeometryConfig.from_dict({"type": "parallel", "angles": [0, 90], "det_count": 3})
+    assert parallel.projection().angles == pytest.approx((0.0, np.pi / 2))
+    assert GeometryConfig.from_dict(parallel.to_dict()) == parallel  # explicit form round trip
+    assert GeometryConfig.from_dict(
+        {"type": "fan_flat", "angles": 4, "det_count": 3, "src_orig": 9, "orig_det": 1}
+    ).angles_deg == (0, 90, 180, 270)
+    bad = {
+        "type: cone\nangles: 4\ndet_count: 3\n": "type is 'cone'",
+        "type: parallel\nangles: 4\ndet_count: 3\nsrc_orig: 5\n": "'src_orig' is given",
+        "type: parallel\nangles: 4\ndet_count: 0\n": "det_count is 0",
+        "type: parallel\nangles: 4\ndet_count: 3\ndetectors: 3\n": "unknown geometry keys",
+        "type: fan_flat\nangles: 4\ndet_count: 3\nsrc_orig: 5\n": "'orig_det' is missing",
+        "type: parallel\nangles: [\n": "invalid YAML",
+    }
+    for text, expected in bad.items():
+        path.write_text(text)
+        with pytest.raises(DataError, match=expected) as info:
+            geometry_from_yaml(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
