@@ -1,10 +1,11 @@
-"""Seconds per NFE and peak memory of the diffusion methods at cpu128; writes docs/benchmarks/sampler.*
+"""Seconds per NFE and peak memory of the diffusion methods; writes docs/benchmarks/sampler.*
 
 Uses the ``cpu128`` UNet (3.3 M parameters) with the shipped weights when present, else
 random weights (timing does not depend on the weights). Measures, in one run on one machine:
 every diffusion method at Z slices × 128², 8 views; DiffusionBlend++ against Z; against the
-group batch size; and the inference options (fp32 reference, channels-last, bf16 autocast,
-torch.compile) with the relative ε error of each against fp32.
+group batch size; and the inference options (fp32 reference, channels-last, bf16 autocast)
+with the relative ε error of each against fp32. (``torch.compile`` recompiles for every new
+group-batch shape on CPU and was far slower here, so it is not a variant.)
 
     python benchmarks/bench_sampler.py            # Z = 100, 3 NFE per cell
     python benchmarks/bench_sampler.py --quick    # tiny, for a smoke test
@@ -34,11 +35,15 @@ from ctblend.priors.slice2d import Slice2DPrior
 from ctblend.training import load_config
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
-PRIORS = {"diffusionblend++": (BlendPPPrior, "blend++"), "diffusionblend": (BlendPrior, "blend"),
-          "dds": (Slice2DPrior, "slice2d"), "dds2d": (Slice2DPrior, "slice2d")}
+PRIORS = {
+    "diffusionblend++": (BlendPPPrior, "blend++"),
+    "diffusionblend": (BlendPrior, "blend"),
+    "dds": (Slice2DPrior, "slice2d"),
+    "dds2d": (Slice2DPrior, "slice2d"),
+}
 
 
-def _prior(method: str, size: int, options: InferenceOptions, compile_net: bool, tiny: bool):
+def _prior(method: str, size: int, options: InferenceOptions, tiny: bool):
     cls, kind = PRIORS[method]
     unet_cfg = load_config("tiny" if tiny else "cpu128").unet
     cfg = unet_cfg.for_kind(kind)
@@ -46,37 +51,43 @@ def _prior(method: str, size: int, options: InferenceOptions, compile_net: bool,
     net = UNet(cfg).eval()
     for p in net.parameters():  # random non-zero weights: the zero-initialised output is too kind
         p.data.normal_(0, 0.02)
-    if compile_net:
-        net = torch.compile(net)
     if cls is BlendPPPrior:
         return cls(net, size, VPSchedule(), options=options)
     return cls(net, size, VPSchedule(), options)
 
 
-def run_one(method: str, z: int, size: int, nfe: int, group_batch: int, variant: str, tiny: bool) -> dict:
+def run_one(
+    method: str, z: int, size: int, nfe: int, group_batch: int, variant: str, tiny: bool
+) -> dict:
     options = InferenceOptions(
         group_batch=group_batch,
         precision="bf16" if "bf16" in variant else "fp32",
         channels_last="channels_last" in variant,
     )
-    prior = _prior(method, size, options, "compile" in variant, tiny)
+    prior = _prior(method, size, options, tiny)
     A = ops.Operator(ops.volume((z, size, size)), ops.parallel(8, 2 * size))
     g = torch.Generator().manual_seed(0)
     x = torch.rand(z, size, size, generator=g)
     y = A(x)
-    reconstruct(method, y, A, prior, nfe=1)  # warm-up (matrix build, compile)
+    reconstruct(method, y, A, prior, nfe=1)  # warm-up (matrix build)
     start = time.perf_counter()
     _, record = reconstruct(method, y, A, prior, nfe=nfe)
     seconds = time.perf_counter() - start
     xt = torch.randn(z, size, size, generator=g)
-    reference = _prior(method, size, InferenceOptions(group_batch=group_batch), False, tiny)
+    reference = _prior(method, size, InferenceOptions(group_batch=group_batch), tiny)
     eps_ref = reference.eps(xt, 500, 0, torch.Generator().manual_seed(1))
     eps = prior.eps(xt, 500, 0, torch.Generator().manual_seed(1))
     rel = float(torch.linalg.vector_norm(eps - eps_ref) / torch.linalg.vector_norm(eps_ref))
     return {
-        "method": method, "slices": z, "size": size, "group_batch": group_batch, "variant": variant,
-        "seconds_per_nfe": seconds / nfe, "prior_seconds_per_nfe": record["prior_seconds"] / nfe,
-        "dc_seconds_per_nfe": record["dc_seconds"] / nfe, "eps_rel_error_vs_fp32": rel,
+        "method": method,
+        "slices": z,
+        "size": size,
+        "group_batch": group_batch,
+        "variant": variant,
+        "seconds_per_nfe": seconds / nfe,
+        "prior_seconds_per_nfe": record["prior_seconds"] / nfe,
+        "dc_seconds_per_nfe": record["dc_seconds"] / nfe,
+        "eps_rel_error_vs_fp32": rel,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -89,8 +100,10 @@ def machine() -> str:
             break
     flags = Path("/proc/cpuinfo").read_text()
     bf16 = "avx512_bf16" in flags
-    return (f"{cpu} (AVX512-BF16: {'yes' if bf16 else 'no'}), {torch.get_num_threads()} torch "
-            f"threads, torch {torch.__version__}, Python {platform.python_version()}")
+    return (
+        f"{cpu} (AVX512-BF16: {'yes' if bf16 else 'no'}), {torch.get_num_threads()} torch "
+        f"threads, torch {torch.__version__}, Python {platform.python_version()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,21 +115,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.one:
         method, z, size, gb, variant = args.one
-        print(json.dumps(run_one(method, int(z), int(size), args.nfe, int(gb), variant, args.quick)))
+        print(
+            json.dumps(run_one(method, int(z), int(size), args.nfe, int(gb), variant, args.quick))
+        )
         return 0
     z, size = (9, 32) if args.quick else (100, 128)
     cells = [(m, z, size, 16, "fp32") for m in PRIORS]
-    cells += [("diffusionblend++", zz, size, 16, "fp32") for zz in ((12, 24) if args.quick else (64, 128, 256))]
+    z_values = (12, 24) if args.quick else (64, 128, 256)
+    cells += [("diffusionblend++", zz, size, 16, "fp32") for zz in z_values]
     cells += [("diffusionblend++", z, size, gb, "fp32") for gb in (4, 36)]
-    cells += [("diffusionblend++", z, size, 16, v)
-              for v in ("channels_last", "bf16", "channels_last+bf16")]
+    cells += [
+        ("diffusionblend++", z, size, 16, v)
+        for v in ("channels_last", "bf16", "channels_last+bf16")
+    ]
     results = []
     for method, zz, sz, gb, variant in cells:
-        cmd = [sys.executable, __file__, "--one", method, str(zz), str(sz), str(gb), variant,
-               "--nfe", str(args.nfe)] + (["--quick"] if args.quick else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            method,
+            str(zz),
+            str(sz),
+            str(gb),
+            variant,
+            "--nfe",
+            str(args.nfe),
+        ] + (["--quick"] if args.quick else [])
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            print(f"cell {method} Z={zz} {variant} failed: {done.stderr.strip().splitlines()[-1]}")
+            reason = done.stderr.strip().splitlines()[-1]
+            print(f"cell {method} Z={zz} {variant} failed: {reason}")
             continue
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(results[-1], flush=True)
@@ -148,7 +177,9 @@ def write(results: list[dict], out: Path, quick: bool, nfe: int) -> None:
             f"{r['eps_rel_error_vs_fp32']:.1e} | {r['peak_rss_mib']:.0f} |"
         )
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    (out / f"{name}.json").write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
+    (out / f"{name}.json").write_text(
+        json.dumps({"machine": machine(), "results": results}, indent=1)
+    )
     print(f"wrote {out / (name + '.md')}")
 
 

@@ -195,6 +195,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         prior=args.prior,
         methods=methods,
         device=args.device or "auto",
+        precision=args.precision,
         progress=_progress(args),
     )
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
@@ -935,6 +936,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--nfe", type=_positive_int, help="diffusion steps (default 50; 10 with --quick)"
     )
     p.add_argument("--quick", action="store_true", help="a shortened run (CI): 9 slices, 10 steps")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="prior network precision (default auto: bf16 where the CPU/GPU has it natively; "
+        "fp32 is the reference)",
+    )
     p.add_argument(
         "--prior",
         metavar="PATH",

@@ -167,7 +167,8 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _load_demo_prior(prior, size: int, device, log) -> tuple[Any, Path | None]:
+def _load_demo_prior(prior, size: int, device, precision: str, log) -> tuple[Any, Path | None]:
+    from ctblend.priors.base import auto_precision
     from ctblend.priors.loading import load_prior, read_spec
 
     if prior is None:
@@ -184,7 +185,13 @@ def _load_demo_prior(prior, size: int, device, log) -> tuple[Any, Path | None]:
             return None, None
     else:
         path = resolve_prior(prior)
-    return load_prior(path, kind="blend++", image_size=size, device=device), path
+    if precision == "auto":
+        precision = auto_precision(device)
+    options = {
+        "precision": precision,
+        "channels_last": precision == "bf16" and device.type == "cpu",
+    }
+    return load_prior(path, kind="blend++", image_size=size, device=device, **options), path
 
 
 def _shipped_fbp_unet(protocol: str, size: int, device):
@@ -214,12 +221,15 @@ def run_demo(
     methods: Sequence[str] = DEMO_METHODS,
     window_hu: tuple[float, float] = DEFAULT_WINDOW_HU,
     device: str = "auto",
+    precision: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run the demo and write ``demo.png``, ``demo_sinogram.png``, ``demo.md`` and ``demo.h5``
     (datasets ``truth``, ``sinogram``, ``recon/<method>``; scores and settings as attributes)
-    into ``out_dir``. ``quick`` shortens every default (9 slices, 10 NFE, fewer iterations)."""
+    into ``out_dir``. ``quick`` shortens every default (9 slices, 10 NFE, fewer iterations).
+    ``precision``: the prior's network precision, ``fp32`` (reference), ``bf16`` or ``auto``
+    (bf16 where the hardware has it natively)."""
     from ctblend.methods import METHODS, reconstruct
 
     settings = dict(QUICK if quick else FULL)
@@ -249,7 +259,9 @@ def run_demo(
     networks: dict[str, Any] = {}
     prior_path = None
     if "diffusionblend++" in methods:
-        networks["diffusionblend++"], prior_path = _load_demo_prior(prior, size, dev, log)
+        networks["diffusionblend++"], prior_path = _load_demo_prior(
+            prior, size, dev, precision, log
+        )
     if "fbp-unet" in methods:
         networks["fbp-unet"] = _shipped_fbp_unet(acquisition.name, size, dev)
     options = {

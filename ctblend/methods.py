@@ -151,7 +151,10 @@ def _tv(method, y, A, prior, lam: float = 0.01, iterations: int = 300):
 
 def _fbp_unet(method, y, A, prior, filter: str = "ram-lak"):  # noqa: A002
     x = prior.refine(ops.fbp(A, y, filter=filter))
-    return x, {"config": {"filter": filter, "network": getattr(prior, "name", "fbp-unet")}, "nfe": 1}
+    return x, {
+        "config": {"filter": filter, "network": getattr(prior, "name", "fbp-unet")},
+        "nfe": 1,
+    }
 
 
 _REGISTRY: dict[str, Callable] = {
