@@ -121,13 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     z, size = (9, 32) if args.quick else (100, 128)
     cells = [(m, z, size, 16, "fp32") for m in PRIORS]
-    z_values = (12, 24) if args.quick else (64, 128, 256)
+    z_values = (12, 24) if args.quick else (64, 128)
     cells += [("diffusionblend++", zz, size, 16, "fp32") for zz in z_values]
     cells += [("diffusionblend++", z, size, gb, "fp32") for gb in (4, 36)]
     cells += [
         ("diffusionblend++", z, size, 16, v)
         for v in ("channels_last", "bf16", "channels_last+bf16")
     ]
+    cells += [("diffusionblend++", z, size, gb, "channels_last+bf16") for gb in (4, 8)]
     results = []
     for method, zz, sz, gb, variant in cells:
         cmd = [

@@ -39,7 +39,7 @@ class InferenceOptions:
     (reference) or "bf16" (autocast, CPU or GPU); channels_last: memory format of inputs.
     """
 
-    group_batch: int = 16
+    group_batch: int = 4
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
 
