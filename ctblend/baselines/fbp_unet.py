@@ -57,7 +57,17 @@ from ctblend.priors.loading import (
     resolve_checkpoint,
 )
 from ctblend.protocol import Protocol, get_protocol
-from ctblend.training.checkpoint import load_optimizer, load_rng, save_optimizer, save_rng
+from ctblend.training.checkpoint import (
+    CHECKPOINTS_DIR,
+    STATE_DIR,
+    TRAIN_CONFIG_FILE,
+    find_latest,
+    load_optimizer,
+    load_rng,
+    save_optimizer,
+    save_rng,
+)
+from ctblend.training.config import read_yaml_config
 from ctblend.training.losslog import LossLog, plot_loss_curve
 
 __all__ = [
@@ -77,9 +87,6 @@ __all__ = [
 
 KIND = "fbp-unet"
 FORMAT_VERSION = 1
-TRAIN_CONFIG_FILE = "train.yaml"
-STATE_DIR = "state"
-CHECKPOINTS_DIR = "checkpoints"
 
 #: A 0.4 M-parameter UNet (0.8 MB in float16): 4 levels, attention only in the middle block.
 DEFAULT_UNET = UNetConfig(
@@ -217,17 +224,7 @@ class FBPUNetTrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> FBPUNetTrainConfig:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: invalid YAML ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of FBP-UNet training options")
-        try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        return read_yaml_config(cls, path, "FBP-UNet training options")
 
 
 @dataclass(frozen=True)
@@ -490,16 +487,6 @@ def _batch(
     return x, y
 
 
-def _find_latest(out_dir: Path) -> Path | None:
-    latest = out_dir / LATEST_FILE
-    if not latest.is_file():
-        return None
-    path = out_dir / latest.read_text().strip()
-    if not (path / STATE_DIR / "trainer.json").is_file():
-        raise CheckpointError(f"{latest} names {path}, which is not a complete checkpoint")
-    return path
-
-
 def _check_resumable(checkpoint: Path, config: FBPUNetTrainConfig) -> None:
     old = FBPUNetTrainConfig.from_yaml(checkpoint / TRAIN_CONFIG_FILE)
     for name in ("protocol", "unet", "scale"):
@@ -536,7 +523,7 @@ def train_fbp_unet(
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (out_dir / CHECKPOINTS_DIR).glob(".tmp_*"):
         shutil.rmtree(stale, ignore_errors=True)
-    latest = _find_latest(out_dir)
+    latest = find_latest(out_dir)
     if latest is not None and not resume:
         raise CheckpointError(
             f"{out_dir} already holds a run ({latest.name}); resume or use a new folder"
@@ -649,7 +636,7 @@ def train_fbp_unet(
         if step % config.checkpoint_every == 0 or step == config.steps:
             save()
     bar.close()
-    checkpoint = _find_latest(out_dir)
+    checkpoint = find_latest(out_dir)
     if checkpoint is None:
         checkpoint = save()
     model.eval()

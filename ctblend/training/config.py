@@ -177,17 +177,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: invalid YAML ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of training options")
-        try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        return read_yaml_config(cls, path, "training options")
 
 
 def load_config(name_or_path: str | Path, **overrides) -> TrainConfig:
@@ -202,3 +192,18 @@ def load_config(name_or_path: str | Path, **overrides) -> TrainConfig:
             raise ValueError(f"{path}: no such config file (presets: {', '.join(PRESETS)})")
         config = TrainConfig.from_yaml(path)
     return config.replace(**overrides) if overrides else config
+
+
+def read_yaml_config(cls, path: str | Path, what: str):
+    """``cls.from_dict`` of a YAML mapping, with one error naming the file on bad input."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of {what}")
+    try:
+        return cls.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
