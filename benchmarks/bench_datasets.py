@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ from ctblend.data.datasets import FBPPairDataset, SliceDataset, SliceGroupDatase
 from ctblend.data.phantom import ct_phantom, phantom_spacing_mm
 from ctblend.data.splits import manifest_split
 from ctblend.io import write_hdf5
+from ctblend.runtime import machine_info
 
 SCALES = ("cpu128", "paper256")
 WORKERS = (0, 2)
@@ -83,24 +82,6 @@ def phantom_files(folder: Path) -> list[Path]:
     return files
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-
-
 def write_report(out: Path, results: list[dict], meta: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
@@ -109,7 +90,7 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         "",
         f"Samples per second (batch {meta['batch_size']}, {meta['items']} shuffled samples after "
         f"one warm-up batch, best of {meta['repeats']} runs; a quarter of the samples for "
-        f"`FBPPairDataset`) on {meta['machine']['cpu']} ({meta['machine']['cores']} cores, "
+        f"`FBPPairDataset`) on {meta['machine']['cpu']} ({meta['machine']['cpu_count']} cores, "
         f"1-min load average {meta['machine']['load_average_1min']:.1f} at the start: shared "
         "with other work, so expect noise; torch single-threaded as in DataLoader workers). Data: "
         f"{meta['data']}. Written by `benchmarks/bench_datasets.py`.",
@@ -176,7 +157,7 @@ def main() -> None:
         "repeats": args.repeats,
         "batch_size": args.batch_size,
         "data": data,
-        "machine": machine(),
+        "machine": machine_info(),
     }
     write_report(args.out, results, meta)
 

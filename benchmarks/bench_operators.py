@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -25,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import operators as ops
+from ctblend.runtime import describe_machine, machine_info
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 
@@ -105,21 +104,6 @@ def run_one(method: str, kind: str, n: int, z: int, views: int, repeats: int) ->
     }
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -169,7 +153,7 @@ def write(results: list[dict], out: Path, n: int, z: int, quick: bool) -> None:
     lines = [
         f"# Operator throughput: FP + BP of {z} slices of {n}²",
         "",
-        f"Machine: {machine()}. Command: `python benchmarks/bench_operators.py"
+        f"Machine: {describe_machine()}. Command: `python benchmarks/bench_operators.py"
         f"{' --quick' if quick else ''}`. Best of repeated runs; setup (matrix build, ASTRA "
         "projector creation) is reported separately and not included. Peak RSS is the whole "
         "process (Python + torch + data) in a fresh subprocess per cell.",
@@ -195,7 +179,7 @@ def write(results: list[dict], out: Path, n: int, z: int, quick: bool) -> None:
     lines += ["", "Targets: torch_sparse ≥ 5× the ASTRA loop and ≥ 20× the rotation projector."]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     (out / f"{name}.json").write_text(
-        json.dumps({"machine": machine(), "results": results}, indent=1)
+        json.dumps({"machine": machine_info(), "results": results}, indent=1)
     )
     print(f"wrote {out / (name + '.md')}")
 

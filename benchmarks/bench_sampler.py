@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from ctblend.priors.base import InferenceOptions
 from ctblend.priors.blend import BlendPrior
 from ctblend.priors.blendpp import BlendPPPrior
 from ctblend.priors.slice2d import Slice2DPrior
+from ctblend.runtime import cpu_has_bf16, describe_machine, machine_info
 from ctblend.training import load_config
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
@@ -92,20 +92,6 @@ def run_one(
     }
 
 
-def machine() -> str:
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    flags = Path("/proc/cpuinfo").read_text()
-    bf16 = "avx512_bf16" in flags
-    return (
-        f"{cpu} (AVX512-BF16: {'yes' if bf16 else 'no'}), {torch.get_num_threads()} torch "
-        f"threads, torch {torch.__version__}, Python {platform.python_version()}"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -160,7 +146,8 @@ def write(results: list[dict], out: Path, quick: bool, nfe: int) -> None:
     lines = [
         "# Sampler speed: seconds per network evaluation (NFE)",
         "",
-        f"Machine: {machine()}. Command: `python benchmarks/bench_sampler.py"
+        f"Machine: {describe_machine()} (AVX512-BF16/AMX: {'yes' if cpu_has_bf16() else 'no'}). "
+        "Command: `python benchmarks/bench_sampler.py"
         f"{' --quick' if quick else ''}`; {nfe} NFE per cell after a 1-NFE warm-up, 8 parallel "
         "views, 5 CG iterations per step, UNet `cpu128` (3.3 M parameters) with random weights. "
         "Each cell runs in a fresh process; peak RSS is that whole process. ε error: relative L2 "
@@ -179,7 +166,7 @@ def write(results: list[dict], out: Path, quick: bool, nfe: int) -> None:
         )
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     (out / f"{name}.json").write_text(
-        json.dumps({"machine": machine(), "results": results}, indent=1)
+        json.dumps({"machine": machine_info(), "results": results}, indent=1)
     )
     print(f"wrote {out / (name + '.md')}")
 

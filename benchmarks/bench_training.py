@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ctblend.runtime import describe_machine, machine_info, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,26 +70,6 @@ def _worker(args: dict) -> dict:
     }
 
 
-def _machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
 def _write(results: list[dict], machine: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(
@@ -102,9 +83,7 @@ def _write(results: list[dict], machine: dict, out: Path) -> None:
         "one fresh process per row; samples/s over the timed steps after warm-up. Peak RSS is",
         "the whole process (Python + torch ≈ the 'before' column, plus training).",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}"
-        + (f", GPU {machine['gpu']}" if machine["gpu"] else ", no GPU")
-        + ".",
+        f"Machine: {describe_machine(machine)}" + ("" if "gpu" in machine else ", no GPU") + ".",
         "",
         "| config | parameters | input | batch | threads | samples/s | s/step | peak RSS MiB "
         "| RSS before MiB | load avg (start) |",
@@ -175,7 +154,7 @@ def main() -> None:
                     f"{row['samples_per_s']:.1f} samples/s, peak RSS {row['peak_rss_mib']:.0f} MiB"
                 )
                 results.append(row)
-    _write(results, _machine(), args.out)
+    _write(results, machine_info(resolve_device("auto")), args.out)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 import tempfile
 import threading
@@ -59,6 +58,8 @@ from ctblend.methods import PRIOR_OF_METHOD, reconstruct
 from ctblend.metrics import PLANES, volume_scores
 from ctblend.priors.loading import CheckpointError, load_prior, read_spec
 from ctblend.protocol import get_protocol
+from ctblend.runtime import describe_machine, machine_info, resolve_device
+from ctblend.training.config import read_yaml_config
 
 __all__ = [
     "ABLATIONS",
@@ -227,53 +228,10 @@ class BenchConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> BenchConfig:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: cannot read bench settings ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of bench settings")
-        try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        return read_yaml_config(cls, path, "bench settings")
 
 
 # --- machine and memory -----------------------------------------------------------------------
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(device: torch.device | None = None) -> dict[str, Any]:
-    """CPU model and count, torch threads, OS, Python/torch versions, GPU name (if used)."""
-    info: dict[str, Any] = {
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "device": str(device or "cpu"),
-    }
-    if device is not None and device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _describe(info: dict[str, Any]) -> str:
-    text = f"{info['cpu']} ({info['cpu_count']} CPUs, {info['torch_threads']} torch threads)"
-    if "gpu" in info:
-        text += f", {info['gpu']}"
-    return f"{text}, {info['os']}, torch {info['torch']}"
 
 
 def _rss_bytes() -> int | None:
@@ -588,22 +546,13 @@ def _load_cell(path: Path, fingerprint: dict) -> dict | None:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
 def run_bench(config: BenchConfig) -> list[dict]:
     """Run (or resume) every cell of ``config``; write the tables; return the rows."""
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     machine = machine_info(device)
-    description = _describe(machine)
+    description = describe_machine(machine)
     acquisitions = _acquisitions(config)
     sources = resolve_volumes(config.volumes, config.ct_dir)
     priors = _Priors(config, device)
@@ -835,7 +784,7 @@ def _markdown(
     lines = [
         "# ctblend bench results",
         "",
-        f"- machine: {_describe(machine)}",
+        f"- machine: {describe_machine(machine)}",
         f"- scale: {config.scale_name} ({config.size}²), z never resampled"
         + (f", slices {config.z_range[0]}:{config.z_range[1]}" if config.z_range else ""),
         f"- seeds: {', '.join(map(str, config.seeds))} (measurement noise and diffusion sampling)",

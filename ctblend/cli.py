@@ -107,20 +107,9 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _device(name: str | None):
-    import torch
+    from ctblend.runtime import resolve_device
 
-    name = name or "auto"
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device {name!r}; expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: CUDA is not available on this machine")
-    if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
+    return resolve_device(name)
 
 
 def _acquisition(args: argparse.Namespace, required: bool):

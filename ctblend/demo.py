@@ -31,6 +31,7 @@ from ctblend.figures import plot_panels, plot_sinogram
 from ctblend.geometry_config import Acquisition, write_arrays
 from ctblend.io import DataError, read_volume
 from ctblend.metrics import volume_scores
+from ctblend.runtime import resolve_device
 
 __all__ = [
     "DEMO_METHODS",
@@ -158,15 +159,6 @@ class DemoResult:
     prior: Path | None
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: CUDA is not available on this machine")
-    return device
-
-
 def _load_demo_prior(prior, size: int, device, precision: str, log) -> tuple[Any, Path | None]:
     from ctblend.priors.base import auto_precision
     from ctblend.priors.loading import load_prior, read_spec
@@ -240,7 +232,7 @@ def run_demo(
         raise ValueError(f"demo methods {unknown}; expected some of {', '.join(DEMO_METHODS)}")
     if nfe < 1 or n_slices < 3:
         raise ValueError(f"nfe={nfe}, n_slices={n_slices}; expected nfe >= 1 and n_slices >= 3")
-    dev = _device(device)
+    dev = resolve_device(device)
     size = scale_size(size)
     if volume_path is None:
         vol = phantom_input(n_slices, size, seed)

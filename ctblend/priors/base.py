@@ -9,6 +9,9 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from ctblend.diffusion import VPSchedule
+from ctblend.runtime import cpu_has_bf16
+
 PRIOR_KINDS = ("blend++", "blend", "slice2d")
 
 
@@ -90,12 +93,7 @@ def auto_precision(device: str | torch.device = "cpu") -> Literal["fp32", "bf16"
     device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return "fp32"
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
 
 
 def check_volume(x_t: Tensor, image_size: int | None = None) -> None:
@@ -106,3 +104,35 @@ def check_volume(x_t: Tensor, image_size: int | None = None) -> None:
         raise ValueError(
             f"prior trained at {image_size}×{image_size}; x_t has slices {tuple(x_t.shape[1:])}"
         )
+
+
+class SliceWisePrior:
+    """Base of priors that evaluate one network input per slice (``blend``, ``slice2d``).
+
+    Subclasses set ``kind`` and ``label`` and define ``inputs(x_t) -> (Z, C, H, W)``; the
+    network's first output channel is ε of that slice.
+    """
+
+    kind: str
+    label: int
+
+    def __init__(
+        self,
+        model: nn.Module,
+        image_size: int,
+        schedule: VPSchedule | None = None,
+        options: InferenceOptions | None = None,
+    ):
+        self.image_size = image_size
+        self.schedule = schedule or VPSchedule()
+        self.net = BatchedNetwork(model, options or InferenceOptions())
+
+    def inputs(self, x_t: Tensor) -> Tensor:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def eps(
+        self, x_t: Tensor, t: int, step: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """x_t: (Z, H, W) → ε (Z, H, W); ``step`` and ``generator`` are unused."""
+        check_volume(x_t, self.image_size)
+        return self.net(self.inputs(x_t), t, self.label)[:, 0].to(x_t.dtype)

@@ -199,8 +199,8 @@ def read_yaml_config(cls, path: str | Path, what: str):
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML ({exc})") from exc
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read {what} ({exc})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of {what}")
     try:

@@ -1,0 +1,25 @@
+"""Device selection and machine description."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ctblend.runtime import describe_machine, machine_info, resolve_device
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="expected auto, cpu, cuda"):
+        resolve_device("tpu-ish")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+
+
+def test_machine_description_names_cpu_threads_and_versions():
+    info = machine_info()
+    text = describe_machine(info)
+    assert info["cpu"] and info["cpu"] in text
+    assert f"{torch.get_num_threads()} torch threads" in text and torch.__version__ in text
