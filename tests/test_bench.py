@@ -16,7 +16,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 import operators as ops
 from ctblend.baselines import FBPUNetSpec, save_fbp_unet
 from ctblend.baselines.fbp_unet import ResidualUNet
-from ctblend.bench import BenchConfig, add_arguments, config_from_args, run_bench
+from ctblend.bench import BenchConfig, add_arguments, cell_plan, config_from_args, run_bench
 from ctblend.data import ct_phantom
 from ctblend.models.unet import UNetConfig
 from ctblend.training import BlobDataset, load_config, train
@@ -127,7 +127,14 @@ def test_quick_writes_every_column_and_matches_independent_scores(tmp_path, blen
     assert "resident set size" in payload["memory"]
     md = (out / "results.md").read_text()
     assert all(h in md for h in MD_HEADERS) and "skipped: no prior" in md
-    assert "ablations" in md and "partition=fixed" in md
+    assert "ablations" in md and "partition=fixed" in md and "4 NFE)" in md
+    # The paper-style summary: one line per method, the best axial PSNR of a protocol in bold.
+    summary = md.split("paper-table layout")[1].split("###")[0]
+    assert summary.count("\n| ") == 1 + 5  # header + 5 methods
+    best = max(
+        r["axial_psnr"] for r in done if r["protocol"] == "svct8" and r["ablation"] == "default"
+    )
+    assert f"**{best:.2f}**" in summary
     assert sorted(p.name for p in (out / "panels").glob("*.png")) == [
         "phantom__lact90__all__default__seed0.png",
         "phantom__svct8__all__default__seed0.png",
@@ -136,7 +143,7 @@ def test_quick_writes_every_column_and_matches_independent_scores(tmp_path, blen
     # Diffusion cells ran with the requested budget and recorded their seed.
     blend = by[("svct8", "diffusionblend++", "default")]
     assert blend["nfe"] == 4 and blend["seed"] == 0 and blend["config"]["seed"] == 0
-    assert blend["prior"] == "run (10 steps)"
+    assert blend["prior"] == "run (10 steps, fp32)"
     assert by[("svct8", "diffusionblend++", "partition=fixed")]["config"]["partition"] == "fixed"
 
     # The FBP row against an independent computation: phantom → A → FBP → clip → scikit-image.
@@ -248,6 +255,36 @@ def test_command_line_options(tmp_path):
     )
     config = config_from_args(args)
     assert config.protocols == ("svct8", "lact90", "svct8+noise", "lact90+noise")
-    assert len(config.ablations) == 6 and config.scale == "cpu128" and config.seeds == (0,)
-    quick = config_from_args(parser.parse_args(["--quick", "--scale", "64", "--nfe", "7"]))
+    assert len(config.ablations) == 7 and config.scale == "cpu128" and config.seeds == (0,)
+    quick = config_from_args(
+        parser.parse_args(["--quick", "--scale", "64", "--nfe", "7", "--precision", "bf16"])
+    )
     assert quick.size == 64 and quick.nfe == 7 and quick.volumes == ("phantom:18",)
+    assert quick.precision == "bf16" and config.precision == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        BenchConfig(precision="fp16")
+
+
+def test_bf16_cells_are_labelled_and_never_mixed_with_fp32(tmp_path, blendpp_prior):
+    """bf16 runs the same sampler (ε within ~1 %, so PSNR within a fraction of a dB of fp32) and
+    records its precision; an fp32 folder refuses to resume as bf16."""
+    config = _quick(
+        tmp_path,
+        methods=("diffusionblend++",),
+        protocols=("svct8",),
+        prior_blendpp=str(blendpp_prior),
+    )
+    (fp32,) = run_bench(config)
+    with pytest.raises(ValueError, match="other settings.*prior"):
+        run_bench(replace(config, precision="bf16"))
+    (bf16,) = run_bench(replace(config, precision="bf16", out_dir=str(tmp_path / "bf16")))
+    assert fp32["prior"].endswith("fp32)") and bf16["prior"].endswith("bf16)")
+    assert bf16["axial_psnr"] == pytest.approx(fp32["axial_psnr"], abs=0.5)
+
+
+def test_an_ablation_equal_to_the_default_cell_is_not_run_twice(tmp_path):
+    at_200 = _quick(tmp_path, nfe=None, ablations=("nfe=50", "nfe=200"))
+    at_50 = _quick(tmp_path, nfe=50, ablations=("nfe=50", "nfe=100", "nfe=200"))
+    ablations = [a for m, a in cell_plan(at_200) if a != "default"]
+    assert ablations == ["nfe=50"]
+    assert [a for m, a in cell_plan(at_50) if a != "default"] == ["nfe=100", "nfe=200"]

@@ -1,0 +1,155 @@
+"""Benchmark settings: methods, protocols, ablations and :class:`BenchConfig` (YAML load/save)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ctblend.bench.records import atomic_write
+from ctblend.data.scaling import SCALES, scale_size
+from ctblend.protocol import get_protocol
+from ctblend.training.config import read_yaml_config
+
+BENCH_METHODS = (
+    "fbp",
+    "fbp-unet",
+    "sirt",
+    "tv",
+    "dds",
+    "dds2d",
+    "diffusionblend",
+    "diffusionblend++",
+)
+BENCH_PROTOCOLS = ("svct8", "svct6", "svct4", "lact90")
+DEFAULT_ABLATION = "default"
+#: diffusionblend++ ablations (protocol.md) as overrides of the default cell (adjacency + cross,
+#: cross every 2nd step, 200 NFE), which is the reference row of the ablation table.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "partition=fixed": {"partition": "fixed"},
+    "partition=adjacency": {"partition": "adjacency"},
+    "cross_every=4": {"cross_every": 4},
+    "cross_every=8": {"cross_every": 8},
+    "nfe=50": {"nfe": 50},
+    "nfe=100": {"nfe": 100},
+    "nfe=200": {"nfe": 200},
+}
+#: Prior folder base names under ``ctblend/weights`` (``<base>_<scale>``) per prior kind.
+QUICK = {
+    "volumes": ("phantom:18",),
+    "protocols": ("svct8", "lact90"),
+    "methods": ("fbp", "fbp-unet", "sirt", "tv", "diffusionblend++"),
+    "scale": 32,
+    "nfe": 4,
+    "sirt_iterations": 30,
+    "tv_iterations": 30,
+}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything a benchmark run depends on.
+
+    volumes: files / folders, MANIFEST roles (``test``, ``ood``, ``train``) or volume names of
+    ``ct_dir``, or ``phantom[:Z]``. protocols: names (``svct8``, ``lact90+noise``, …), ignored
+    when ``geometry`` (a YAML file) is given. ablations: names from ``ABLATIONS`` (diffusionblend++
+    only). nfe: NFE of every diffusion method (None: 200, DDS 100). Priors: folders (None: the
+    shipped ``ctblend/weights/<base>_<scale>`` when present). fbp_unet: a folder holding one
+    FBP-UNet folder per protocol (None: ``ctblend/weights/fbpunet_<scale>_<protocol>``).
+    spacing_mm: voxel spacing for files without one (``.npy``). precision: how the diffusion
+    priors' networks run: ``fp32`` (reference), ``bf16`` (autocast; ~4× faster on CPUs with
+    AVX512-BF16/AMX, ε within ~0.3 %) or ``auto`` (bf16 where the hardware has it); the precision
+    used is part of each cell's prior label, so cells of different precision are never mixed.
+    """
+
+    out_dir: str = "bench"
+    volumes: tuple[str, ...] = ("test", "ood")
+    ct_dir: str | None = None
+    protocols: tuple[str, ...] = BENCH_PROTOCOLS
+    methods: tuple[str, ...] = BENCH_METHODS
+    ablations: tuple[str, ...] = ()
+    scale: str | int = "cpu128"
+    z_range: tuple[int, int] | None = None
+    seeds: tuple[int, ...] = (0,)
+    nfe: int | None = None
+    sirt_iterations: int = 200
+    tv_iterations: int = 300
+    tv_lam: float = 0.01
+    prior_blendpp: str | None = None
+    prior_blend: str | None = None
+    prior_slice2d: str | None = None
+    fbp_unet: str | None = None
+    geometry: str | None = None
+    spacing_mm: tuple[float, float, float] | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    save_volumes: bool = True
+    panels: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("volumes", "protocols", "methods", "ablations", "seeds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("z_range", "spacing_mm"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        scale_size(self.scale)
+        if not self.volumes:
+            raise ValueError("no volumes given")
+        if not self.seeds:
+            raise ValueError("no seeds given")
+        unknown = [m for m in self.methods if m not in BENCH_METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; expected some of {list(BENCH_METHODS)}")
+        unknown = [a for a in self.ablations if a not in ABLATIONS]
+        if unknown:
+            raise ValueError(f"unknown ablations {unknown}; expected some of {list(ABLATIONS)}")
+        if self.geometry is None:
+            for name in self.protocols:
+                get_protocol(name)
+        if self.z_range is not None and (
+            len(self.z_range) != 2 or not 0 <= self.z_range[0] < self.z_range[1]
+        ):
+            raise ValueError(f"z_range {self.z_range}: expected START STOP with 0 <= START < STOP")
+        if self.nfe is not None and self.nfe < 1:
+            raise ValueError(f"nfe must be >= 1, got {self.nfe}")
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device {self.device!r}: expected cpu, cuda, cuda:N or auto")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision {self.precision!r}: expected fp32, bf16 or auto")
+
+    @property
+    def size(self) -> int:
+        return scale_size(self.scale)
+
+    @property
+    def scale_name(self) -> str:
+        """``cpu128``, ``paper256`` or ``<N>px`` (used in shipped weight folder names)."""
+        if isinstance(self.scale, str):
+            return self.scale
+        named = {size: name for name, size in SCALES.items()}
+        return named.get(self.size, f"{self.size}px")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for key, value in d.items():
+            if isinstance(value, tuple):
+                d[key] = list(value)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BenchConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown bench settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_yaml(self, path: str | Path) -> None:
+        atomic_write(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> BenchConfig:
+        return read_yaml_config(cls, path, "bench settings")

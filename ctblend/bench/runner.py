@@ -1,0 +1,188 @@
+"""Run (or resume) the cells of a benchmark and write its tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import operators as ops
+from ctblend.bench.config import ABLATIONS, DEFAULT_ABLATION, BenchConfig
+from ctblend.bench.inputs import Priors, bench_acquisitions, load_volume, resolve_volumes
+from ctblend.bench.memory import PeakMemory
+from ctblend.bench.records import Cell, atomic_write, blank_row, json_safe, load_cell
+from ctblend.bench.tables import write_panel, write_tables
+from ctblend.io import write_hdf5
+from ctblend.methods import PRIOR_OF_METHOD, DiffusionConfig, reconstruct
+from ctblend.metrics import volume_scores
+from ctblend.runtime import describe_machine, machine_info, resolve_device
+
+log = logging.getLogger("ctblend.bench")
+
+
+def cell_method_config(method: str, ablation: str, seed: int, config: BenchConfig) -> dict:
+    """The keyword options ``reconstruct`` gets for one cell (part of its fingerprint)."""
+    if method == "sirt":
+        return {"iterations": config.sirt_iterations}
+    if method == "tv":
+        return {"lam": config.tv_lam, "iterations": config.tv_iterations}
+    if method in PRIOR_OF_METHOD:
+        cfg: dict[str, Any] = {"seed": seed}
+        if config.nfe is not None:
+            cfg["nfe"] = config.nfe
+        cfg.update(ABLATIONS.get(ablation, {}))
+        return cfg
+    return {}
+
+
+def cell_plan(config: BenchConfig) -> Iterator[tuple[str, str]]:
+    """(method, ablation) pairs in table order; an ablation equal to the default cell (e.g.
+    ``nfe=200`` when the run's NFE is 200) is the default row and is not run twice."""
+    for method in config.methods:
+        yield method, DEFAULT_ABLATION
+    default = cell_method_config("diffusionblend++", DEFAULT_ABLATION, 0, config)
+    default_nfe = default.get("nfe", DiffusionConfig.nfe)
+    for ablation in config.ablations:
+        changed = cell_method_config("diffusionblend++", ablation, 0, config)
+        if {**default, "nfe": default_nfe} != {**changed, "nfe": changed.get("nfe", default_nfe)}:
+            yield "diffusionblend++", ablation
+
+
+def run_bench(config: BenchConfig) -> list[dict]:
+    """Run (or resume) every cell of ``config``; write the tables; return the rows."""
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    machine = machine_info(device)
+    description = describe_machine(machine)
+    acquisitions = bench_acquisitions(config)
+    sources = resolve_volumes(config.volumes, config.ct_dir)
+    priors = Priors(config, device)
+    config.to_yaml(out / "bench.yaml")
+    rows: list[dict] = []
+    volume_info: dict[str, dict] = {}
+    notes: list[str] = []
+    for source in sources:
+        truth_np, spacing = load_volume(source, config)
+        voxel_mm = spacing[1]
+        truth = torch.from_numpy(truth_np).to(device)
+        shape = tuple(truth.shape)
+        volume_info[source.name] = {
+            "shape": list(shape),
+            "spacing_mm": [round(s, 4) for s in spacing],
+            "path": str(source.path) if source.path else "procedural phantom (seed 0)",
+        }
+        for name, acquisition in acquisitions:
+            A = acquisition.operator(shape)
+            for seed in config.seeds:
+                y = acquisition.simulate(A, truth, voxel_mm, seed=seed)
+                for method, ablation in cell_plan(config):
+                    cell = Cell(source.name, name, method, ablation, seed)
+                    rows.append(
+                        run_cell(
+                            config, out, cell, A, y, truth, voxel_mm, priors, device, description
+                        )
+                    )
+                panel = Cell(source.name, name, "all", DEFAULT_ABLATION, seed)
+                notes += write_panel(config, out, panel, truth_np, spacing, rows)
+        write_tables(config, out, rows, machine, volume_info, notes)
+    write_tables(config, out, rows, machine, volume_info, notes)
+    return rows
+
+
+def run_cell(
+    config: BenchConfig,
+    out: Path,
+    cell: Cell,
+    A: ops.Operator,
+    y: torch.Tensor,
+    truth: torch.Tensor,
+    voxel_mm: float,
+    priors: Priors,
+    device: torch.device,
+    machine: str,
+) -> dict:
+    key, method, seed = cell.key, cell.method, cell.seed
+    base = {
+        **dataclasses.asdict(cell),
+        "shape": "x".join(str(s) for s in truth.shape),
+        "scale": config.scale_name,
+        "voxel_mm": round(voxel_mm, 4),
+    }
+    prior, prior_label, skip = priors.get(method, cell.protocol)
+    if skip is not None:
+        log.info("%s: %s", key, skip)
+        return blank_row(**base, status=skip, machine=machine)
+    method_config = cell_method_config(method, cell.ablation, seed, config)
+    fingerprint = {
+        "shape": list(truth.shape),
+        "scale": config.scale_name,
+        "z_range": config.z_range,
+        "geometry": str(A.proj_geom),
+        "config": method_config,
+        "prior": prior_label,
+    }
+    cell_path = out / "cells" / f"{key}.json"
+    cached = load_cell(cell_path, fingerprint)
+    if cached is not None:
+        log.info("%s: done earlier, skipped", key)
+        return cached
+    log.info("%s: running", key)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    try:
+        with PeakMemory() as memory:
+            x, record = reconstruct(method, y, A, prior, **method_config)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    except (ValueError, RuntimeError) as exc:
+        log.exception("%s failed", key)
+        status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return blank_row(**base, status=status, machine=machine)
+    x = x.clamp(0.0, 1.0)
+    scores = volume_scores(x, truth)
+    row = blank_row(
+        **base,
+        **scores,
+        status="done",
+        seconds=round(seconds, 3),
+        nfe=int(record.get("nfe") or 0),
+        peak_mem_mb=round(memory.peak_mb, 1),
+        gpu_peak_mb=(
+            round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+            if device.type == "cuda"
+            else None
+        ),
+        prior=prior_label or None,
+        config=json_safe(record.get("config", method_config)),
+        machine=machine,
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    if config.save_volumes:
+        write_hdf5(
+            out / "volumes" / f"{key}.h5",
+            x.to("cpu", torch.float16),
+            dataset="recon",
+            attrs={"cell": key, "units": "protocol units [0, 1], clipped"},
+        )
+    log.info(
+        "%s: done in %.1f s, PSNR axial %.2f / coronal %.2f / sagittal %.2f dB",
+        key,
+        seconds,
+        scores["axial_psnr"],
+        scores["coronal_psnr"],
+        scores["sagittal_psnr"],
+    )
+    record_json = {k: v for k, v in record.items() if k != "config"}
+    stored = {"row": row, "fingerprint": fingerprint, "record": record_json}
+    atomic_write(cell_path, json.dumps(json_safe(stored), indent=1) + "\n")
+    return json_safe(row)
