@@ -14,7 +14,7 @@ from ctblend.models.unet import KIND_CHANNELS, UNetConfig
 from ctblend.priors.base import PRIOR_KINDS
 from ctblend.priors.loading import DataScaling
 
-PRESETS = ("tiny", "cpu128", "paper256")
+PRESETS = ("tiny", "cpu128", "cpu128-short", "paper256")
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,8 @@ class TrainConfig:
 
 
 def load_config(name_or_path: str | Path, **overrides) -> TrainConfig:
-    """A preset ("tiny", "cpu128", "paper256") or a YAML file, with ``overrides`` applied."""
+    """A preset (``PRESETS``: "tiny", "cpu128", "cpu128-short", "paper256") or a YAML file,
+    with ``overrides`` applied."""
     if str(name_or_path) in PRESETS:
         ref = resources.files("ctblend") / "configs" / f"unet_{name_or_path}.yaml"
         with resources.as_file(ref) as path:
