@@ -80,7 +80,11 @@ class ADMMTVz:
     x-update: ``iterations`` CG steps on ``(AᵀA + ρ D_zᵀD_z) x = Aᵀy + ρ D_zᵀ(z − w)``
     warm-started at x̂0; then ``z = soft(D_z x + w, λ/ρ)`` and ``w += D_z x − z``. ``D_z`` is the
     non-circular slice difference (the reference code wraps the last slice to the first).
-    The split variable starts at ``z = D_z x̂0`` of the first step, ``w = 0``.
+    The split variable and the scaled dual start at zero, as in the DDS code (``z = 0``,
+    ``w = 0``). Starting at ``z = D_z x̂0`` of the first step carries the slice differences of
+    a pure-noise estimate through the run and diverged at 6 views (docs/results.md). The
+    persistent state still amplifies large errors of early estimates (a test shows it); the
+    per-step restart that avoids this also removes most of the TV effect, so it is not used.
     """
 
     rho: float = 10.0
@@ -94,7 +98,7 @@ class ADMMTVz:
 
     def __call__(self, x0_hat: Tensor, A: ops.Operator, y: Tensor) -> Tensor:
         if self.z is None:
-            self.z = diff_z(x0_hat)
+            self.z = torch.zeros_like(diff_z(x0_hat))
             self.w = torch.zeros_like(self.z)
         rho = self.rho
         x = ops.cg(
@@ -105,6 +109,8 @@ class ADMMTVz:
             regularizer=lambda v: rho * diff_z_adjoint(diff_z(v)),
             rhs_extra=rho * diff_z_adjoint(self.z - self.w),
         )
+        if rho == 0:  # no coupling: plain CG (DDS-2D)
+            return x
         dx = diff_z(x)
         v = dx + self.w
         threshold = self.lam / rho
