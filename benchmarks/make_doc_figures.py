@@ -1,10 +1,13 @@
-"""Draw the figures of docs/methods.md into docs/img/ (run from the repository root).
+"""Draw the figures of docs/methods.md and docs/results.md into docs/img/ (repository root).
 
     python benchmarks/make_doc_figures.py [--out docs/img] [--slices 18]
+        [--bench runs/bench_cpu128 --ct-dir ../shared/data/ct --cell VOLUME PROTOCOL ...]
 
 ``partitions.png``: which 3-slice groups DiffusionBlend++ evaluates at a step — the adjacency
 partition for offsets s = 0, 1, 2 and the cross partition — computed by
 ``ctblend.priors.partitions`` itself, so the picture is what the sampler does.
+``results_<volume>_<protocol>.png`` (with ``--bench``): axial/coronal/sagittal panels of the
+ground truth and the stored reconstructions of a ``ctblend bench`` folder, at a size for the docs.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ctblend.priors.partitions import Partition, adjacency_partition, cross_partition
+
+RESULT_METHODS = ("fbp", "fbp-unet", "tv", "dds2d", "dds", "diffusionblend", "diffusionblend++")
 
 
 def draw_partitions(num_slices: int, path: Path) -> Path:
@@ -94,12 +99,47 @@ def _free_lane(level: dict[int, int], indices: tuple[int, int, int]) -> int:
     return lane
 
 
+def draw_results(bench: Path, ct_dir: str, volume: str, protocol: str, path: Path) -> Path:
+    """Panels of the truth and every stored default reconstruction of (volume, protocol)."""
+    from ctblend.bench import BenchConfig, load_volume, resolve_volumes
+    from ctblend.figures import plot_panels
+    from ctblend.io import open_hdf5_volume
+
+    config = BenchConfig.from_yaml(bench / "bench.yaml")
+    (source,) = resolve_volumes((volume,), ct_dir)
+    truth, spacing = load_volume(source, config)
+    volumes = {"ground truth": truth}
+    for method in RESULT_METHODS:
+        stored = bench / "volumes" / f"{volume}__{protocol}__{method}__default__seed0.h5"
+        if stored.is_file():
+            dset = open_hdf5_volume(stored, "recon")
+            try:
+                volumes[method] = dset[...].astype("float32")
+            finally:
+                dset.file.close()
+    plot_panels(
+        volumes,
+        path,
+        window=(0.0, 0.6),
+        spacing=spacing,
+        title=f"{volume}, {protocol} ({bench.name})",
+        dpi=55,
+    )
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
     parser.add_argument("--slices", type=int, default=18)
+    parser.add_argument("--bench", type=Path, help="a ctblend bench output folder")
+    parser.add_argument("--ct-dir", default="../shared/data/ct")
+    parser.add_argument("--cell", nargs=2, action="append", metavar=("VOLUME", "PROTOCOL"))
     args = parser.parse_args()
     print(draw_partitions(args.slices, args.out / "partitions.png"))
+    for volume, protocol in args.cell or []:
+        name = f"results_{volume}_{protocol}.png"
+        print(draw_results(args.bench, args.ct_dir, volume, protocol, args.out / name))
 
 
 if __name__ == "__main__":
