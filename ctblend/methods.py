@@ -43,6 +43,8 @@ class DiffusionConfig:
     consistency: str = "cg"  # "cg", "cg-slice" (per-slice inner products), "noise-aware"
     gamma: float = 1.0  # noise-aware weight
     rho: float = 10.0  # DDS ADMM
+    admm_iterations: int = 3  # DDS: ADMM iterations per step from a fresh state
+    admm_persistent: bool = False  # DDS code: one iteration per step, state carried over
     lam: float | None = None  # DDS TV-z weight; None → 0.04 (sparse view) / 0.4 (limited angle)
     partition: str = "adjacency+cross"  # "fixed", "adjacency", "adjacency+cross" (blend++ only)
     cross_every: int = 2
@@ -92,7 +94,13 @@ def _limited_angle(A: ops.Operator) -> bool:
 def _consistency(method: str, cfg: DiffusionConfig, A: ops.Operator):
     if method == "dds":
         lam = cfg.lam if cfg.lam is not None else (0.4 if _limited_angle(A) else 0.04)
-        return ADMMTVz(rho=cfg.rho, lam=lam, iterations=cfg.cg_iters)
+        return ADMMTVz(
+            rho=cfg.rho,
+            lam=lam,
+            iterations=cfg.cg_iters,
+            admm_iterations=cfg.admm_iterations,
+            persistent=cfg.admm_persistent,
+        )
     if cfg.consistency == "noise-aware":
         return NoiseAwareConsistency(gamma=cfg.gamma, iterations=cfg.cg_iters)
     if cfg.consistency not in ("cg", "cg-slice"):
