@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,17 +84,21 @@ def _check_inputs(method: str, y: Tensor, A: ops.Operator, prior: VolumePrior | 
             )
 
 
-def _limited_angle(A: ops.Operator) -> bool:
-    pg = A.proj_geom
-    angles = getattr(pg, "angles", None)
-    if angles is None:
+def limited_angle(A: ops.Operator) -> bool:
+    """Whether the views cover less than 180°, each view counted with its share of the arc
+    (span + mean spacing): svct4/6/8 cover 180°, lact90 covers 90°. Picks DDS's default λ."""
+    angles = sorted(float(a) for a in getattr(A.proj_geom, "angles", ()) or ())
+    if not angles:
         return False
-    return (max(angles) - min(angles)) < 0.75 * torch.pi
+    if len(angles) == 1:
+        return True
+    span = angles[-1] - angles[0]
+    return span + span / (len(angles) - 1) < math.pi * (1 - 1e-6)
 
 
 def _consistency(method: str, cfg: DiffusionConfig, A: ops.Operator):
     if method == "dds":
-        lam = cfg.lam if cfg.lam is not None else (0.4 if _limited_angle(A) else 0.04)
+        lam = cfg.lam if cfg.lam is not None else (0.4 if limited_angle(A) else 0.04)
         return ADMMTVz(
             rho=cfg.rho,
             lam=lam,

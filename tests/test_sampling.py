@@ -9,7 +9,7 @@ from torch import nn
 
 import operators as ops
 from ctblend.diffusion import VPSchedule
-from ctblend.methods import reconstruct
+from ctblend.methods import limited_angle, reconstruct
 from ctblend.priors.base import InferenceOptions
 from ctblend.priors.blend import BlendPrior
 from ctblend.priors.blendpp import BlendPPPrior
@@ -234,6 +234,22 @@ def test_dds_restarted_admm_survives_a_bad_first_estimate():
     assert float((persistent - x0).abs().max()) > 1.0
     with pytest.raises(ValueError, match="admm_iterations"):
         ADMMTVz(admm_iterations=0)
+
+
+@pytest.mark.parametrize(
+    "angles, limited",
+    [
+        (np.linspace(0, np.pi, 4, endpoint=False), False),  # svct4: 135° span + 45° = 180°
+        (np.linspace(0, np.pi, 8, endpoint=False), False),
+        (np.deg2rad(np.arange(90)), True),  # lact90
+        (np.linspace(0, 2 * np.pi / 3, 60, endpoint=False), True),
+        (np.linspace(0, 2 * np.pi, 8, endpoint=False), False),
+        ([0.3], True),
+    ],
+)
+def test_limited_angle_is_coverage_below_180_degrees(angles, limited):
+    A = ops.Operator(ops.volume((2, 8, 8)), ops.parallel(list(angles), 16))
+    assert limited_angle(A) is limited
 
 
 @pytest.mark.parametrize(
