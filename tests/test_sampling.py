@@ -76,6 +76,18 @@ def _oracle(kind: str, x0_unit: torch.Tensor):
     return OraclePrior(Slice2DPrior(net, n, SCHEDULE, opts), net)
 
 
+def _with_eps_changed(prior, change):
+    """A prior whose ε is ``change(ε, step)`` of ``prior``'s (to make oracle tests fail)."""
+
+    class Changed:
+        kind, image_size, schedule = prior.kind, prior.image_size, prior.schedule
+
+        def eps(self, x_t, t, step, generator=None):
+            return change(prior.eps(x_t, t, step, generator), step)
+
+    return Changed()
+
+
 @pytest.mark.parametrize(
     "method, kind, extra",
     [
@@ -99,16 +111,10 @@ def test_oracle_detects_wrong_blending():
     """The oracle test can fail: a prior that shifts ε by one slice does not return x0."""
     x0 = _volume()
     A = ops.Operator(ops.volume(tuple(x0.shape)), ops.parallel(6, 24))
-    prior = _oracle("slice2d", x0)
-    inner_eps = prior.eps
-
-    class Shifted:
-        kind, image_size, schedule = prior.kind, prior.image_size, prior.schedule
-
-        def eps(self, x_t, t, step, generator=None):
-            return torch.roll(inner_eps(x_t, t, step, generator), 1, dims=0)
-
-    x, _ = reconstruct("dds2d", A(x0), A, Shifted(), nfe=4)
+    shifted = _with_eps_changed(
+        _oracle("slice2d", x0), lambda eps, step: torch.roll(eps, 1, dims=0)
+    )
+    x, _ = reconstruct("dds2d", A(x0), A, shifted, nfe=4)
     assert torch.max(torch.abs(x - x0)) > 1e-2
 
 
@@ -188,6 +194,9 @@ def test_admm_tv_z_converges_to_the_tv_solution():
         xb, xp = 2 * x_new - xp, x_new
     assert objective(x) <= objective(xp) + 1e-9
     assert objective(x) >= objective(xp) - 1e-2  # same problem: PDHG is close behind
+    # The default (restarted) mode runs the same ADMM inside one call: same solution.
+    restarted = ADMMTVz(rho=1.0, lam=lam, iterations=30, admm_iterations=400)
+    assert objective(restarted(torch.zeros_like(x), A, y)) <= objective(xp) + 1e-9
 
 
 def test_admm_state_starts_at_zero_and_reset_forgets_it():
@@ -216,20 +225,12 @@ def test_dds_restarted_admm_survives_a_bad_first_estimate():
     ADMM state carries the error through the run and ends far off."""
     x0 = _volume()
     A = ops.Operator(ops.volume(tuple(x0.shape)), ops.parallel(6, 24))
-    prior = _oracle("slice2d", x0)
-    exact_eps = prior.eps
-
-    class FirstStepOff:
-        kind, image_size, schedule = prior.kind, prior.image_size, prior.schedule
-
-        def eps(self, x_t, t, step, generator=None):
-            eps = exact_eps(x_t, t, step, generator)
-            if step == 0:
-                eps = eps + 0.3 * torch.randn(eps.shape, generator=torch.Generator().manual_seed(1))
-            return eps
-
-    restarted, _ = reconstruct("dds", A(x0), A, FirstStepOff(), nfe=20)
-    persistent, _ = reconstruct("dds", A(x0), A, FirstStepOff(), nfe=20, admm_persistent=True)
+    error = 0.3 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    first_off = _with_eps_changed(
+        _oracle("slice2d", x0), lambda eps, step: eps + error if step == 0 else eps
+    )
+    restarted, _ = reconstruct("dds", A(x0), A, first_off, nfe=20)
+    persistent, _ = reconstruct("dds", A(x0), A, first_off, nfe=20, admm_persistent=True)
     assert float((restarted - x0).abs().max()) < 0.2
     assert float((persistent - x0).abs().max()) > 1.0
     with pytest.raises(ValueError, match="admm_iterations"):

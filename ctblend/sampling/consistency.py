@@ -108,6 +108,8 @@ class ADMMTVz:
         self.z = self.w = None
 
     def __call__(self, x0_hat: Tensor, A: ops.Operator, y: Tensor) -> Tensor:
+        if self.rho == 0:  # no coupling along z: plain CG, i.e. DDS-2D
+            return ops.cg(A, y, self.iterations, x0=x0_hat)
         if not self.persistent:
             self.reset()
         x = x0_hat
@@ -116,8 +118,8 @@ class ADMMTVz:
         return x
 
     def _iteration(self, x: Tensor, A: ops.Operator, y: Tensor) -> Tensor:
-        if self.z is None:
-            self.z = torch.zeros_like(diff_z(x))
+        if self.z is None:  # shaped like D_z x: one slice fewer than x
+            self.z = x.new_zeros((x.shape[0] - 1, *x.shape[1:]))
             self.w = torch.zeros_like(self.z)
         rho = self.rho
         x = ops.cg(
@@ -128,14 +130,6 @@ class ADMMTVz:
             regularizer=lambda v: rho * diff_z_adjoint(diff_z(v)),
             rhs_extra=rho * diff_z_adjoint(self.z - self.w),
         )
-        if rho == 0:  # no coupling: plain CG (DDS-2D)
-            return x
-        dx = diff_z(x)
-        v = dx + self.w
-        threshold = self.lam / rho
-        self.z = torch.sign(v) * (v.abs() - threshold).clamp_min(0)
-        self.w = self.w + dx - self.z
-        return x
         dx = diff_z(x)
         v = dx + self.w
         threshold = self.lam / rho
