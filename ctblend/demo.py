@@ -160,7 +160,7 @@ class DemoResult:
 
 
 def _load_demo_prior(prior, size: int, device, precision: str, log) -> tuple[Any, Path | None]:
-    from ctblend.priors.base import auto_precision
+    from ctblend.priors.base import precision_options
     from ctblend.priors.loading import load_prior, read_spec
 
     if prior is None:
@@ -177,12 +177,7 @@ def _load_demo_prior(prior, size: int, device, precision: str, log) -> tuple[Any
             return None, None
     else:
         path = resolve_prior(prior)
-    if precision == "auto":
-        precision = auto_precision(device)
-    options = {
-        "precision": precision,
-        "channels_last": precision == "bf16" and device.type == "cpu",
-    }
+    options = precision_options(precision, device)
     return load_prior(path, kind="blend++", image_size=size, device=device, **options), path
 
 

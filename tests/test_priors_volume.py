@@ -269,3 +269,16 @@ def test_sampling_is_seeded():
     assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
     with pytest.raises(ValueError, match="blend\\+\\+ prior"):
         sample_patch(Slice2DPrior(_randomised_unet("slice2d"), 8))
+
+
+def test_precision_options_follow_the_hardware():
+    """auto → bf16 exactly when the CPU has native bf16 (cpuinfo flags); channels-last only
+    with bf16 on a CPU; explicit precisions pass through."""
+    from ctblend.priors.base import precision_options
+    from ctblend.runtime import cpu_has_bf16
+
+    assert precision_options("fp32") == {"precision": "fp32", "channels_last": False}
+    assert precision_options("bf16") == {"precision": "bf16", "channels_last": True}
+    auto = precision_options("auto", "cpu")
+    assert auto["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
+    assert auto["channels_last"] == cpu_has_bf16()

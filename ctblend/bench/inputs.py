@@ -17,7 +17,7 @@ from ctblend.data.splits import ROLES, manifest_split
 from ctblend.geometry_config import Acquisition, geometry_from_yaml
 from ctblend.io import read_volume
 from ctblend.methods import PRIOR_OF_METHOD
-from ctblend.priors.base import auto_precision
+from ctblend.priors.base import precision_options
 from ctblend.priors.loading import CheckpointError, load_prior, read_spec
 from ctblend.protocol import get_protocol
 
@@ -119,8 +119,7 @@ class Priors:
     def __init__(self, config: BenchConfig, device: torch.device):
         self.config, self.device = config, device
         self.cache: dict[tuple, Any] = {}
-        precision = config.precision
-        self.precision = auto_precision(device) if precision == "auto" else precision
+        self.options = precision_options(config.precision, device)
         explicit = {
             "blend++": config.prior_blendpp,
             "blend": config.prior_blend,
@@ -156,11 +155,10 @@ class Priors:
                     kind=kind,
                     image_size=self.config.size,
                     device=self.device,
-                    precision=self.precision,
-                    channels_last=self.precision == "bf16" and self.device.type == "cpu",
+                    **self.options,
                 )
                 steps = read_spec(path).steps
-                label = f"{path.name} ({steps} steps, {self.precision})"
+                label = f"{path.name} ({steps} steps, {self.options['precision']})"
                 self.cache[key] = (prior, label, None)
             except CheckpointError as exc:
                 if explicit:

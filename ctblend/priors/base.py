@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -94,6 +94,15 @@ def auto_precision(device: str | torch.device = "cpu") -> Literal["fp32", "bf16"
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def precision_options(precision: str, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """``load_prior`` keyword options for ``precision`` ("fp32", "bf16" or "auto") on ``device``:
+    "auto" resolves with :func:`auto_precision`; bf16 on a CPU also feeds channels-last inputs
+    (the fastest layout there, docs/benchmarks/sampler.md)."""
+    device = torch.device(device)
+    resolved = auto_precision(device) if precision == "auto" else precision
+    return {"precision": resolved, "channels_last": resolved == "bf16" and device.type == "cpu"}
 
 
 def check_volume(x_t: Tensor, image_size: int | None = None) -> None:
