@@ -102,21 +102,17 @@ def _free_lane(level: dict[int, int], indices: tuple[int, int, int]) -> int:
 def draw_results(bench: Path, ct_dir: str, volume: str, protocol: str, path: Path) -> Path:
     """Panels of the truth and every stored default reconstruction of (volume, protocol)."""
     from ctblend.bench import BenchConfig, load_volume, resolve_volumes
+    from ctblend.bench.records import Cell, read_reconstruction
     from ctblend.figures import plot_panels
-    from ctblend.io import open_hdf5_volume
 
     config = BenchConfig.from_yaml(bench / "bench.yaml")
     (source,) = resolve_volumes((volume,), ct_dir)
     truth, spacing = load_volume(source, config)
     volumes = {"ground truth": truth}
     for method in RESULT_METHODS:
-        stored = bench / "volumes" / f"{volume}__{protocol}__{method}__default__seed0.h5"
-        if stored.is_file():
-            dset = open_hdf5_volume(stored, "recon")
-            try:
-                volumes[method] = dset[...].astype("float32")
-            finally:
-                dset.file.close()
+        recon = read_reconstruction(bench, Cell(volume, protocol, method, "default", 0))
+        if recon is not None:
+            volumes[method] = recon
     plot_panels(
         volumes,
         path,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctblend.io import open_hdf5_volume
 from ctblend.metrics import PLANES
 
 METRIC_COLUMNS = tuple(
@@ -102,3 +103,20 @@ def load_cell(path: Path, fingerprint: dict) -> dict | None:
             "use another --out folder or delete the cell to recompute"
         )
     return row
+
+
+def reconstruction_path(out: Path, cell: Cell) -> Path:
+    """Where a run in ``out`` stores the float16 reconstruction of ``cell``."""
+    return out / "volumes" / f"{cell.key}.h5"
+
+
+def read_reconstruction(out: Path, cell: Cell) -> np.ndarray | None:
+    """The stored reconstruction of ``cell`` as float32 ``(Z, H, W)``, or None if not stored."""
+    path = reconstruction_path(out, cell)
+    if not path.is_file():
+        return None
+    dset = open_hdf5_volume(path, "recon")
+    try:
+        return dset[...].astype(np.float32)
+    finally:
+        dset.file.close()

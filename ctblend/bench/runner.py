@@ -17,7 +17,14 @@ import operators as ops
 from ctblend.bench.config import ABLATIONS, DEFAULT_ABLATION, BenchConfig
 from ctblend.bench.inputs import Priors, bench_acquisitions, load_volume, resolve_volumes
 from ctblend.bench.memory import PeakMemory
-from ctblend.bench.records import Cell, atomic_write, blank_row, json_safe, load_cell
+from ctblend.bench.records import (
+    Cell,
+    atomic_write,
+    blank_row,
+    json_safe,
+    load_cell,
+    reconstruction_path,
+)
 from ctblend.bench.tables import write_panel, write_tables
 from ctblend.io import write_hdf5
 from ctblend.methods import PRIOR_OF_METHOD, DiffusionConfig, reconstruct
@@ -169,7 +176,7 @@ def run_cell(
     )
     if config.save_volumes:
         write_hdf5(
-            out / "volumes" / f"{key}.h5",
+            reconstruction_path(out, cell),
             x.to("cpu", torch.float16),
             dataset="recon",
             attrs={"cell": key, "units": "protocol units [0, 1], clipped"},

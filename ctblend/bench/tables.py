@@ -14,8 +14,7 @@ import numpy as np
 
 from ctblend.bench.config import DEFAULT_ABLATION, BenchConfig
 from ctblend.bench.memory import MEMORY_NOTE
-from ctblend.bench.records import COLUMNS, Cell, atomic_write, json_safe
-from ctblend.io import open_hdf5_volume
+from ctblend.bench.records import COLUMNS, Cell, atomic_write, json_safe, read_reconstruction
 from ctblend.methods import DiffusionConfig
 from ctblend.metrics import PLANES
 from ctblend.runtime import describe_machine
@@ -46,14 +45,9 @@ def write_panel(
         )
         if not same or row["ablation"] != DEFAULT_ABLATION or row["status"] != "done":
             continue
-        cell = dataclasses.replace(panel, method=row["method"])
-        path = out / "volumes" / f"{cell.key}.h5"
-        if path.is_file():
-            dset = open_hdf5_volume(path, "recon")
-            try:
-                volumes[row["method"]] = dset[...].astype(np.float32)
-            finally:
-                dset.file.close()
+        recon = read_reconstruction(out, dataclasses.replace(panel, method=row["method"]))
+        if recon is not None:
+            volumes[row["method"]] = recon
     if len(volumes) < 2:
         return []
     title = f"{panel.volume}, {panel.protocol}, seed {panel.seed}"
