@@ -102,17 +102,14 @@ def _free_lane(level: dict[int, int], indices: tuple[int, int, int]) -> int:
 def draw_results(bench: Path, ct_dir: str, volume: str, protocol: str, path: Path) -> Path:
     """Panels of the truth and every stored default reconstruction of (volume, protocol)."""
     from ctblend.bench import BenchConfig, load_volume, resolve_volumes
-    from ctblend.bench.records import Cell, read_reconstruction
+    from ctblend.bench.records import Cell, read_reconstructions
     from ctblend.figures import plot_panels
 
     config = BenchConfig.from_yaml(bench / "bench.yaml")
     (source,) = resolve_volumes((volume,), ct_dir)
     truth, spacing = load_volume(source, config)
-    volumes = {"ground truth": truth}
-    for method in RESULT_METHODS:
-        recon = read_reconstruction(bench, Cell(volume, protocol, method, "default", 0))
-        if recon is not None:
-            volumes[method] = recon
+    panel = Cell(volume, protocol, "all", "default", 0)
+    volumes = {"ground truth": truth, **read_reconstructions(bench, panel, RESULT_METHODS)}
     plot_panels(
         volumes,
         path,

@@ -44,8 +44,8 @@ class DiffusionConfig:
     consistency: str = "cg"  # "cg", "cg-slice" (per-slice inner products), "noise-aware"
     gamma: float = 1.0  # noise-aware weight
     rho: float = 10.0  # DDS ADMM
-    admm_iterations: int = 3  # DDS: ADMM iterations per step from a fresh state
-    admm_persistent: bool = False  # DDS code: one iteration per step, state carried over
+    admm_iterations: int = 3  # DDS: ADMM iterations per step
+    admm_persistent: bool = False  # carry z, w across steps (with admm_iterations=1: DDS code)
     lam: float | None = None  # DDS TV-z weight; None → 0.04 (sparse view) / 0.4 (limited angle)
     partition: str = "adjacency+cross"  # "fixed", "adjacency", "adjacency+cross" (blend++ only)
     cross_every: int = 2

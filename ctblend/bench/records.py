@@ -7,7 +7,7 @@ import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +120,13 @@ def read_reconstruction(out: Path, cell: Cell) -> np.ndarray | None:
         return dset[...].astype(np.float32)
     finally:
         dset.file.close()
+
+
+def read_reconstructions(out: Path, cell: Cell, methods) -> dict[str, np.ndarray]:
+    """The stored reconstructions of ``cell`` under each of ``methods`` that has one, by method."""
+    found = {}
+    for method in methods:
+        recon = read_reconstruction(out, replace(cell, method=method))
+        if recon is not None:
+            found[method] = recon
+    return found

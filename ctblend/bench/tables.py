@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 from datetime import datetime, timezone
@@ -14,7 +13,7 @@ import numpy as np
 
 from ctblend.bench.config import DEFAULT_ABLATION, BenchConfig
 from ctblend.bench.memory import MEMORY_NOTE
-from ctblend.bench.records import COLUMNS, Cell, atomic_write, json_safe, read_reconstruction
+from ctblend.bench.records import COLUMNS, Cell, atomic_write, json_safe, read_reconstructions
 from ctblend.methods import DiffusionConfig
 from ctblend.metrics import PLANES
 from ctblend.runtime import describe_machine
@@ -36,18 +35,13 @@ def write_panel(
         from ctblend.figures import plot_panels
     except ImportError:
         return ["panels not drawn: ctblend.figures.plot_panels is not available (re-run to draw)"]
-    volumes = {"ground truth": truth}
-    for row in rows:
-        same = (row["volume"], row["protocol"], row["seed"]) == (
-            panel.volume,
-            panel.protocol,
-            panel.seed,
-        )
-        if not same or row["ablation"] != DEFAULT_ABLATION or row["status"] != "done":
-            continue
-        recon = read_reconstruction(out, dataclasses.replace(panel, method=row["method"]))
-        if recon is not None:
-            volumes[row["method"]] = recon
+    methods = [
+        row["method"]
+        for row in rows
+        if (row["volume"], row["protocol"], row["seed"], row["ablation"], row["status"])
+        == (panel.volume, panel.protocol, panel.seed, DEFAULT_ABLATION, "done")
+    ]
+    volumes = {"ground truth": truth, **read_reconstructions(out, panel, methods)}
     if len(volumes) < 2:
         return []
     title = f"{panel.volume}, {panel.protocol}, seed {panel.seed}"

@@ -82,12 +82,13 @@ class ADMMTVz:
     ``D_z`` is the non-circular slice difference (the reference code wraps the last slice to the
     first). The split variable and the scaled dual start at zero.
 
-    Default (``persistent=False``): each diffusion step runs ``admm_iterations`` ADMM iterations
-    from x̂0 and a fresh state ``z = 0, w = 0``, so every step is a bounded, approximate
-    TV-z-regularised least-squares fit started at the prior's estimate. ``persistent=True`` is the
-    DDS code: one iteration per step, z and w carried across steps. With our CPU-trained priors
-    the carried dual integrates the mismatch between the prior's estimate and z and diverged at
-    4 and 6 views (docs/results.md); the per-step restart was stable and more accurate there.
+    Each call (diffusion step) runs ``admm_iterations`` ADMM iterations from x̂0. Default
+    (``persistent=False``): from a fresh state ``z = 0, w = 0``, so every step is a bounded,
+    approximate TV-z-regularised least-squares fit started at the prior's estimate.
+    ``persistent=True`` carries z and w across steps; with ``admm_iterations=1`` that is the DDS
+    code. With our CPU-trained priors the carried dual integrates the mismatch between the
+    prior's estimate and z and diverged at 4 and 6 views (docs/results.md); the per-step restart
+    was stable and more accurate there.
     """
 
     rho: float = 10.0
@@ -110,17 +111,15 @@ class ADMMTVz:
     def __call__(self, x0_hat: Tensor, A: ops.Operator, y: Tensor) -> Tensor:
         if self.rho == 0:  # no coupling along z: plain CG, i.e. DDS-2D
             return ops.cg(A, y, self.iterations, x0=x0_hat)
-        if not self.persistent:
-            self.reset()
+        if self.z is None or not self.persistent:  # shaped like D_z x: one slice fewer than x
+            self.z = x0_hat.new_zeros((x0_hat.shape[0] - 1, *x0_hat.shape[1:]))
+            self.w = torch.zeros_like(self.z)
         x = x0_hat
-        for _ in range(1 if self.persistent else self.admm_iterations):
+        for _ in range(self.admm_iterations):
             x = self._iteration(x, A, y)
         return x
 
     def _iteration(self, x: Tensor, A: ops.Operator, y: Tensor) -> Tensor:
-        if self.z is None:  # shaped like D_z x: one slice fewer than x
-            self.z = x.new_zeros((x.shape[0] - 1, *x.shape[1:]))
-            self.w = torch.zeros_like(self.z)
         rho = self.rho
         x = ops.cg(
             A,
