@@ -35,6 +35,7 @@ def parallel_recon(shepp):
     return A, y, ops.fbp(A, y).numpy()
 
 
+@pytest.mark.slow
 def test_parallel_fbp_of_shepp_logan():
     """scikit-image's phantom near its native 400², 360 views (projected by ASTRA)."""
     pytest.importorskip("astra")
@@ -79,6 +80,7 @@ def test_window_response_at_nyquist():
     assert ratio["cosine"] == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("curved", [False, True])
 @pytest.mark.parametrize("short", [False, True])
 def test_fan_fbp_matches_parallel(shepp, parallel_recon, curved, short):
@@ -111,6 +113,7 @@ def test_parker_weights_sum_to_one_on_redundant_rays():
                 assert w[i, j] + w[k, mirror] == pytest.approx(1.0, abs=0.02)
 
 
+@pytest.mark.slow
 def test_fdk_of_a_ball():
     n, r = 40, 12.0
     g = np.mgrid[:n, :n, :n] - (n - 1) / 2
