@@ -114,12 +114,42 @@ def _backproject(q: torch.Tensor, bins: torch.Tensor, weight: torch.Tensor) -> t
     return out
 
 
-def _angular_weights(angles: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per-view ``Δβ`` (median spacing of the sorted angles) and the covered arc."""
-    if len(angles) == 1:
-        return np.array([math.pi]), math.pi
-    step = float(np.median(np.diff(np.sort(angles))))
-    return np.full(len(angles), step), step * len(angles)
+_WEDGE = 10.0  # a gap wider than this many typical gaps is missing angles, not a sparse view
+
+
+def view_weights(angles: np.ndarray, period: float) -> np.ndarray:
+    """Per-view ``Δθ`` ``(V,)``: half the gap to each sorted neighbour, cyclic over ``period``.
+
+    Views at the same angle modulo ``period`` share their weight (a full parallel turn counts
+    every line once). A gap wider than ``_WEDGE`` times the median gap is a wedge of missing
+    angles (limited angle): the views beside it get the median gap on that side.
+    """
+    a = np.mod(np.asarray(angles, dtype=np.float64), period)
+    order = np.argsort(a, kind="stable")
+    ordered = a[order]
+    gaps = np.diff(np.concatenate([ordered, ordered[:1] + period]))  # after each sorted view
+    positive = gaps[gaps > 1e-9 * period]
+    typical = float(np.median(positive)) if positive.size else period
+    gaps = np.where(gaps > _WEDGE * typical, typical, gaps)
+    weights = np.empty_like(a)
+    weights[order] = 0.5 * (gaps + np.roll(gaps, 1))
+    return weights
+
+
+def _scan_weights(
+    beta: np.ndarray, gamma: np.ndarray, half_fan: float, short_scan: bool | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(Δβ (V,), redundancy weights (V, D))`` of a circular fan or cone scan.
+
+    A full turn sees every line twice (weights 1/2); a shorter scan gets Parker weights
+    (automatic when ``short_scan`` is None).
+    """
+    dbeta = view_weights(beta, 2 * math.pi)
+    if short_scan is None:
+        short_scan = float(dbeta.sum()) < 2 * math.pi - 0.5 * float(dbeta.min())
+    if short_scan:
+        return dbeta, parker_weights(beta, gamma, half_fan)
+    return dbeta, np.full((len(beta), len(gamma)), 0.5)
 
 
 def parker_weights(beta: np.ndarray, gamma: np.ndarray, half_fan: float) -> np.ndarray:
@@ -143,9 +173,7 @@ def _parallel_fbp(vol, vec: np.ndarray, det_count: int, q_in: torch.Tensor, wind
     rays, d, u = vec[:, 0:2], vec[:, 2:4], vec[:, 4:6]
     spacing = float(np.linalg.norm(u[0]))
     angles = np.arctan2(rays[:, 0], -rays[:, 1])
-    dtheta, arc = _angular_weights(np.mod(angles, 2 * math.pi))
-    if arc > 1.5 * math.pi:  # a full turn sees every line twice
-        dtheta = dtheta / 2
+    dtheta = view_weights(angles, math.pi)  # θ and θ + π are the same line
     q = filter_projections(q_in, spacing, window)
     pix = _pixel_centres(vol)
     s = _cross(pix[None] - d[:, None], rays[:, None]) / _cross(u, rays)[:, None]
@@ -159,7 +187,6 @@ def _parallel_fbp(vol, vec: np.ndarray, det_count: int, q_in: torch.Tensor, wind
 def _fan_fbp(vol, pg: FanGeometry, q_in: torch.Tensor, window: str, short_scan: bool | None):
     beta = np.asarray(pg.angles)
     D, n_det = pg.src_det, pg.det_count
-    dbeta, arc = _angular_weights(beta)
     idx = np.arange(n_det) - (n_det - 1) / 2
     if pg.curved:
         dgamma = pg.det_spacing / D
@@ -169,12 +196,7 @@ def _fan_fbp(vol, pg: FanGeometry, q_in: torch.Tensor, window: str, short_scan: 
         xi = idx * pg.det_spacing
         gamma = np.arctan(xi / D)
         half_fan = math.atan(n_det / 2 * pg.det_spacing / D)
-    full = arc >= 2 * math.pi - 0.5 * dbeta[0]
-    if short_scan is None:
-        short_scan = not full
-    weights = (
-        parker_weights(beta, gamma, half_fan) if short_scan else np.full((len(beta), n_det), 0.5)
-    )
+    dbeta, weights = _scan_weights(beta, gamma, half_fan, short_scan)
     src = np.stack([np.sin(beta), -np.cos(beta)], axis=1) * pg.src_orig
     central = -src / pg.src_orig
     across = np.stack([np.cos(beta), np.sin(beta)], axis=1)
@@ -228,8 +250,14 @@ def fbp(
     return out.reshape(*y.shape[: y.ndim - len(A.range_shape)], *A.domain_shape).to(out_dtype)
 
 
-def fdk(A: Operator, y: torch.Tensor, filter: str = "ram-lak") -> torch.Tensor:  # noqa: A002
-    """FDK for a circular ``cone`` geometry: ``(..., rows, V, cols) → (..., Z, H, W)``."""
+def fdk(
+    A: Operator, y: torch.Tensor, filter: str = "ram-lak", short_scan: bool | None = None
+) -> torch.Tensor:  # noqa: A002
+    """FDK for a circular ``cone`` geometry: ``(..., rows, V, cols) → (..., Z, H, W)``.
+
+    ``short_scan`` (default: automatic) applies the fan-beam Parker weights, per detector
+    column, to scans shorter than a full turn (at least π plus the fan angle).
+    """
     pg, vol = A.proj_geom, A.vol_geom
     if not isinstance(pg, ConeGeometry):
         raise ValueError(
@@ -242,12 +270,13 @@ def fdk(A: Operator, y: torch.Tensor, filter: str = "ram-lak") -> torch.Tensor: 
     dv, du = pg.det_spacing
     D, R = pg.src_orig + pg.orig_det, pg.src_orig
     beta = np.asarray(pg.angles)
-    dbeta, arc = _angular_weights(beta)
-    half = 0.5 if arc >= 2 * math.pi - 0.5 * dbeta[0] else 1.0
     u = (np.arange(cols) - (cols - 1) / 2) * du
     v = (np.arange(rows) - (rows - 1) / 2) * dv
+    half_fan = math.atan(cols / 2 * du / D)
+    dbeta, redundancy = _scan_weights(beta, np.arctan(u / D), half_fan, short_scan)  # (V, cols)
     pre = D / np.sqrt(D**2 + u[None, :] ** 2 + v[:, None] ** 2)  # (rows, cols)
-    weighted = proj * torch.as_tensor(pre[:, None, :], dtype=proj.dtype, device=proj.device)
+    ray_weight = pre[:, None, :] * redundancy[None]  # (rows, V, cols)
+    weighted = proj * torch.as_tensor(ray_weight, dtype=proj.dtype, device=proj.device)
     q = filter_projections(weighted, du * R / D, filter)  # (B, rows, V, cols)
     Z, H, W = vol.shape
     (zmin, _), (ymin, _), (xmin, _) = vol.extent
@@ -281,5 +310,5 @@ def fdk(A: Operator, y: torch.Tensor, filter: str = "ram-lak") -> torch.Tensor: 
             padding_mode="zeros",
             align_corners=False,
         )  # (1, B, Z, H*W)
-        out += sampled[0].reshape(-1, Z, H, W) * (dbeta[k] * half * (R / along) ** 2)
+        out += sampled[0].reshape(-1, Z, H, W) * (dbeta[k] * (R / along) ** 2)
     return out.reshape(*batch_shape, Z, H, W).to(out_dtype)

@@ -10,7 +10,6 @@ import pytest
 import operators as ops
 
 
-
 @pytest.fixture
 def astra():
     """The ASTRA module; skips only the test that asks for it when ASTRA is absent."""

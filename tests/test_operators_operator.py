@@ -13,11 +13,11 @@ import operators as ops
 from operators.rays import rays_2d
 
 
-
 @pytest.fixture
 def astra():
     """The ASTRA module; skips only the test that asks for it when ASTRA is absent."""
     return pytest.importorskip("astra")
+
 
 GEOMETRIES_2D = {
     "parallel": ops.parallel(11, 48, 0.9),
