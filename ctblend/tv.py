@@ -43,17 +43,24 @@ def tv_least_squares(
     bounds: tuple[float, float] | None = (0.0, 1.0),
     x0: Tensor | None = None,
 ) -> Tensor:
-    """PDHG iterations for the problem above; returns ``(..., *A.domain_shape)``."""
+    """PDHG iterations for the problem above, every batch item of ``y``
+    ``(..., *A.range_shape)`` on its own; returns ``(..., *A.domain_shape)``."""
     if len(A.domain_shape) != 3:
         raise ValueError(
             f"tv_least_squares needs a (Z, H, W) operator domain, got {A.domain_shape}"
         )
     norm = math.sqrt(A.norm(iterations=20, dtype=y.dtype, device=y.device) ** 2 + 12.0)
     tau = sigma = 0.99 / norm
-    x = torch.zeros(A.domain_shape, dtype=y.dtype, device=y.device) if x0 is None else x0.clone()
+    batch = y.shape[: y.ndim - len(A.range_shape)]
+    shape = (*batch, *A.domain_shape)
+    x = (
+        torch.zeros(shape, dtype=y.dtype, device=y.device)
+        if x0 is None
+        else x0.expand(shape).clone()
+    )
     x_bar = x.clone()
     p = torch.zeros_like(y)
-    q = torch.zeros((3, *A.domain_shape), dtype=y.dtype, device=y.device)
+    q = torch.zeros((3, *shape), dtype=y.dtype, device=y.device)
     for _ in range(iterations):
         p = (p + sigma * (A(x_bar) - y)) / (1 + sigma)
         q = q + sigma * gradient(x_bar)

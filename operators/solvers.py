@@ -37,30 +37,30 @@ def cg(
     Args:
         A: the operator; ``y`` has shape ``(..., *A.range_shape)``.
         x0: start ``(..., *A.domain_shape)`` (zeros if None).
-        reduce_dims: how many trailing axes each inner product spans. ``None`` = the whole
-            tensor (one global solve, as DiffusionBlend does for a volume); e.g. ``2`` with a
-            slice-wise operator gives an independent solve per slice.
+        reduce_dims: how many trailing axes each inner product spans. ``None`` = the operator's
+            domain, so every batch item of ``y`` is an independent problem, as ``A(x)`` treats
+            it (a ``(Z, H, W)`` volume is one global solve, as DiffusionBlend does); e.g. ``2``
+            with a slice-wise operator gives an independent solve per slice.
         regularizer: optional symmetric positive semi-definite ``R(x)`` added to ``AᵀA x``.
         rhs_extra: optional ``b`` added to the right-hand side.
         callbacks: called as ``cb(k, x)`` after each step; returning True stops early.
-    Returns ``x`` with the shape of ``x0``.
+    Returns ``x`` ``(..., *A.domain_shape)``.
     """
     _check_same_device(y=y, x0=x0, rhs_extra=rhs_extra)
     if iterations < 0:
         raise ValueError(f"iterations: expected a non-negative integer, got {iterations}")
+    span = len(A.domain_shape) if reduce_dims is None else reduce_dims
+    if not 1 <= span <= len(A.domain_shape):
+        raise ValueError(
+            f"reduce_dims: expected 1 to {len(A.domain_shape)} trailing axes, got {reduce_dims}"
+        )
+    dims = tuple(range(-span, 0))
 
     def normal(v):
         out = A.T(A(v))
         return out + regularizer(v) if regularizer is not None else out
 
-    dims = None
-    if reduce_dims is not None:
-        ndim = len(A.domain_shape) if x0 is None else x0.ndim
-        dims = tuple(range(ndim - reduce_dims, ndim))
-
     def dot(a, b):
-        if dims is None:
-            return torch.sum(a * b)
         return torch.sum(a * b, dim=dims, keepdim=True)
 
     b = A.T(y)

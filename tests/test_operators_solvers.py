@@ -79,3 +79,26 @@ def test_sirt_converges_to_consistent_solution(small):
     assert torch.linalg.vector_norm(A(x) - y) < 1e-3 * torch.linalg.vector_norm(y)
     clipped = ops.sirt(A, y, 5, min_constraint=0.0, max_constraint=0.1)
     assert float(clipped.max()) <= 0.1 and float(clipped.min()) >= 0.0
+
+
+def test_cg_solves_batch_items_independently_by_default():
+    """A batch of slices through a 2D operator: each item is its own problem, as ``A(x)`` is."""
+    A = ops.Operator(ops.volume((8, 8)), ops.parallel(5, 12))
+    x = torch.rand(4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x[0] *= 10  # items of different scale: a shared inner product couples them
+    y = A(x)
+    for kwargs in ({}, {"reduce_dims": 2}, {"x0": torch.zeros_like(x)}):
+        batched = ops.cg(A, y, 4, **kwargs)
+        single = torch.stack([ops.cg(A, y[i], 4) for i in range(4)])
+        torch.testing.assert_close(batched, single, atol=1e-10, rtol=0)
+
+
+def test_cg_reduce_dims_without_x0_reduces_over_trailing_axes():
+    A = ops.Operator(ops.volume((3, 8, 8)), ops.parallel(5, 12))
+    A2 = ops.Operator(ops.volume((8, 8)), ops.parallel(5, 12))
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    y = A(x)
+    batched = ops.cg(A, y, 4, reduce_dims=2)
+    for b in range(2):
+        for z in range(3):
+            torch.testing.assert_close(batched[b, z], ops.cg(A2, y[b, z], 4), atol=1e-10, rtol=0)

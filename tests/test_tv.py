@@ -48,3 +48,17 @@ def test_tv_beats_least_squares_on_a_piecewise_constant_volume_from_few_views():
 def test_tv_needs_a_volume_operator():
     with pytest.raises(ValueError, match="Z, H, W"):
         tv_least_squares(ops.Operator(ops.volume((6, 6)), ops.parallel(3, 8)), torch.zeros(3, 8))
+
+
+def test_a_batch_equals_individual_solves():
+    batch = 2
+    A = ops.Operator(ops.volume((3, 6, 6)), ops.parallel(5, 10))
+    x_true = torch.rand(
+        batch, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4)
+    )
+    y = A(x_true)
+    together = tv_least_squares(A, y, lam=0.02, iterations=50)
+    assert together.shape == x_true.shape
+    for b in range(batch):
+        single = tv_least_squares(A, y[b], lam=0.02, iterations=50)
+        torch.testing.assert_close(together[b], single, atol=1e-10, rtol=0)
