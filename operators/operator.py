@@ -130,8 +130,10 @@ class Operator:
         core = self.range_shape if adjoint else self.domain_shape
         inner = len(self.backend.range_shape if adjoint else self.backend.domain_shape)
         batch = t.shape[: t.ndim - len(core)]
-        flat = t.reshape(-1, *t.shape[t.ndim - inner :])
-        with torch.no_grad():
+        # the backends see plain tensors: no autograd history (ASTRA cannot take it) and no
+        # autocast (a projection runs in the dtype of its input, float32 or float64)
+        flat = t.detach().reshape(-1, *t.shape[t.ndim - inner :])
+        with torch.no_grad(), torch.autocast(flat.device.type, enabled=False):
             out = self.backend.adjoint(flat) if adjoint else self.backend.forward(flat)
         out_core = self.domain_shape if adjoint else self.range_shape
         return out.reshape(*batch, *out_core)
