@@ -66,3 +66,25 @@ def test_astra_cuda_2d_parallel_close_to_torch_sparse():
     y_astra = ops.Operator(vg, pg, backend="astra")(x)
     y_sparse = ops.Operator(vg, pg, backend="torch_sparse")(x)
     assert torch.linalg.vector_norm(y_astra - y_sparse) / torch.linalg.vector_norm(y_sparse) < 2e-2
+
+
+def test_astra_cuda_gradients_flow_and_match_the_adjoint():
+    _astra_cuda()
+    A = ops.Operator(ops.volume((2, 32, 32)), ops.parallel(16, 48), backend="astra")
+    x = torch.rand(2, 32, 32, device="cuda", requires_grad=True)
+    w = torch.rand(A.range_shape, device="cuda")
+    (A(x) * w).sum().backward()
+    assert x.grad.is_cuda
+    torch.testing.assert_close(x.grad, A.T(w), rtol=1e-4, atol=1e-4)
+
+
+def test_astra_runs_on_the_tensors_device_not_the_current_one():
+    _astra_cuda()
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    A = ops.Operator(ops.volume((32, 32)), ops.parallel(16, 48), backend="astra")
+    x = torch.rand(32, 32)
+    with torch.cuda.device(0):
+        y1 = A(x.to("cuda:1"))
+    assert y1.device == torch.device("cuda:1")
+    torch.testing.assert_close(y1.cpu(), A(x.cuda()).cpu())

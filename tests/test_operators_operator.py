@@ -287,3 +287,39 @@ def test_autocast_keeps_projections_in_the_operator_dtype(backend):
     assert ax.dtype == aty.dtype == torch.float32
     torch.testing.assert_close(ax, A(x), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(aty, A.T(y), rtol=1e-6, atol=1e-6)
+
+
+def test_an_astra_failure_raises_instead_of_returning_zeros(astra, monkeypatch):
+    """ASTRA's CUDA kernel without a GPU fails inside ASTRA and leaves the output at zero."""
+    if astra.use_cuda():
+        pytest.skip("ASTRA has a GPU here, so its CUDA kernel does not fail")
+    A = ops.Operator(ops.volume((8, 8)), ops.parallel(4, 12), backend="astra")
+    vg, pg = A.vol_geom.to_astra(), A.proj_geom.to_astra()
+    broken = astra.create_projector("cuda", pg, vg)
+    try:
+        monkeypatch.setattr(A.backend, "_projector", lambda *kind: broken)
+        with pytest.raises(RuntimeError, match="ASTRA"):
+            A(torch.rand(8, 8))
+        with pytest.raises(RuntimeError, match="ASTRA"):
+            A.T(torch.rand(4, 12))
+    finally:
+        astra.projector.delete(broken)
+
+
+def test_astra_projectors_are_deleted_by_the_module_that_made_them(astra, monkeypatch):
+    """3D projectors live in ``astra.projector3d``; deleting them as 2D ones leaks them."""
+    backend = ops.Operator(ops.volume((8, 8)), ops.parallel(4, 12), backend="astra").backend
+    deleted = []
+    monkeypatch.setattr(astra.projector, "delete", lambda pid: deleted.append(("2d", pid)))
+    monkeypatch.setattr(astra.projector3d, "delete", lambda pid: deleted.append(("3d", pid)))
+    backend._projectors.update({("cpu", 0): 11, ("cuda3d", 0): 12})
+    backend.close()
+    assert sorted(deleted) == [("2d", 11), ("3d", 12)] and not backend._projectors
+
+
+def test_astra_older_than_2_5_is_refused(astra, monkeypatch):
+    from operators.backends import astra as astra_backend
+
+    monkeypatch.setattr(astra, "__version__", "2.1.0")
+    with pytest.raises(ValueError, match="2.5"):
+        astra_backend.AstraBackend(ops.volume((8, 8)), ops.parallel(4, 12))

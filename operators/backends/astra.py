@@ -13,6 +13,7 @@ The CPU kernels are ASTRA's ``linear`` (Joseph) for parallel beams and ``line_fa
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -47,6 +48,13 @@ def astra_cuda_available() -> bool:
     return bool(astra.use_cuda())
 
 
+_MIN_VERSION = (2, 5)  # astra.experimental.direct_FP2D/BP2D with DLPack tensors
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
+
+
 def _require_astra():
     if not astra_available():
         raise ValueError(
@@ -55,11 +63,21 @@ def _require_astra():
     import astra
     import astra.experimental
 
+    if _version(astra.__version__) < _MIN_VERSION:
+        raise ValueError(
+            f"backend 'astra' needs astra-toolbox >= 2.5 (direct FP/BP calls), found "
+            f"{astra.__version__}"
+        )
     return astra
 
 
 class AstraBackend:
-    """ASTRA projector pair for one geometry, batched over the leading axis."""
+    """ASTRA projector pair for one geometry, batched over the leading axis.
+
+    ASTRA reports some failures (CUDA errors, for one) only on its log and leaves the output
+    at zero; an all-zero result for an input that the geometry sees raises a RuntimeError.
+    CUDA tensors run on their own device (projectors are made per GPU index).
+    """
 
     name = "astra"
 
@@ -79,40 +97,45 @@ class AstraBackend:
         self.domain_shape = vol.shape
         self.range_shape = pg.shape
         self.threads = threads or min(os.cpu_count() or 1, 8)
-        self._projectors: dict[str, int] = {}
+        self._projectors: dict[tuple[str, int], int] = {}
+        self._seen: dict[tuple[str, bool], torch.Tensor] = {}
 
-    def _projector(self, kind: str) -> int:
-        if kind not in self._projectors:
-            astra, pg, vg = self.astra, self.pg.to_astra(), self.vol.to_astra()
-            if kind == "cuda3d":
-                self._projectors[kind] = astra.create_projector("cuda3d", pg, vg)
-            elif kind == "cuda":
-                self._projectors[kind] = astra.create_projector("cuda", pg, vg)
+    def _projector(self, kind: str, gpu: int = 0) -> int:
+        """The ASTRA projector ``kind`` (``cpu``, ``cuda``, ``cuda3d``) on GPU ``gpu``."""
+        key = (kind, gpu)
+        if key not in self._projectors:
+            pg, vg = self.pg.to_astra(), self.vol.to_astra()
+            if kind == "cpu":
+                pid = self.astra.create_projector(_CPU_KERNELS[pg["type"]], pg, vg)
             else:
-                self._projectors[kind] = astra.create_projector(_CPU_KERNELS[pg["type"]], pg, vg)
-        return self._projectors[kind]
+                pid = self.astra.create_projector(kind, pg, vg, {"GPUIndex": gpu})
+            self._projectors[key] = pid
+        return self._projectors[key]
+
+    def close(self) -> None:
+        """Delete this backend's ASTRA projectors (3D ones through ``astra.projector3d``)."""
+        for (kind, _), pid in self._projectors.items():
+            module = self.astra.projector3d if kind == "cuda3d" else self.astra.projector
+            module.delete(pid)
+        self._projectors.clear()
 
     def __del__(self):
-        for pid in getattr(self, "_projectors", {}).values():
-            try:
-                self.astra.projector.delete(pid)
-            except Exception:  # interpreter shutdown: ASTRA may be gone already
-                pass
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: ASTRA may be gone already
+            pass
 
-    def _run(self, inp: torch.Tensor, adjoint: bool) -> torch.Tensor:
+    def _call(self, src: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        """One ASTRA FP (or BP) per batch item of ``src`` (float32, contiguous)."""
         out_shape = self.domain_shape if adjoint else self.range_shape
-        if inp.is_cuda and not astra_cuda_available():
-            raise ValueError(
-                "CUDA tensors with backend 'astra' need ASTRA with CUDA, which is unavailable"
-            )
-        src = inp.to(torch.float32).contiguous()
         out = torch.zeros((src.shape[0], *out_shape), dtype=torch.float32, device=src.device)
         exp = self.astra.experimental
+        gpu = (src.device.index or 0) if src.is_cuda else 0
         if self.three_d:
-            pid = self._projector("cuda3d")
+            pid = self._projector("cuda3d", gpu)
             call = exp.direct_BP3D if adjoint else exp.direct_FP3D
         else:
-            pid = self._projector("cuda" if src.is_cuda else "cpu")
+            pid = self._projector("cuda" if src.is_cuda else "cpu", gpu)
             call = exp.direct_BP2D if adjoint else exp.direct_FP2D
 
         def one(i: int) -> None:
@@ -122,12 +145,49 @@ class AstraBackend:
             else:
                 call(pid, a.numpy(), b.numpy())
 
-        if src.is_cuda or self.three_d:
+        if src.is_cuda:
+            with torch.cuda.device(src.device):
+                torch.cuda.current_stream().synchronize()  # inputs ready before ASTRA reads
+                for i in range(src.shape[0]):
+                    one(i)
+        elif self.three_d:
             for i in range(src.shape[0]):
                 one(i)
         else:
             with ThreadPoolExecutor(self.threads) as pool:
                 list(pool.map(one, range(src.shape[0])))
+        return out
+
+    def _seen_by_rays(self, device: torch.device, adjoint: bool) -> torch.Tensor:
+        """Mask of the input entries of an FP (pixels) or a BP (bins) that some ray touches:
+        the other direction applied to ones."""
+        key = (str(device), adjoint)
+        if key not in self._seen:
+            other = self.domain_shape if adjoint else self.range_shape
+            ones = torch.ones((1, *other), dtype=torch.float32, device=device)
+            reach = self._call(ones, adjoint=not adjoint)
+            if not bool(reach.any()):
+                raise RuntimeError(
+                    "ASTRA returned all zeros for a projection of ones: the projector failed "
+                    "(see ASTRA's messages on stderr) or the geometry misses the volume"
+                )
+            self._seen[key] = reach[0] != 0
+        return self._seen[key]
+
+    def _run(self, inp: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        if inp.is_cuda and not astra_cuda_available():
+            raise ValueError(
+                "CUDA tensors with backend 'astra' need ASTRA with CUDA, which is unavailable"
+            )
+        src = inp.to(torch.float32).contiguous()
+        out = self._call(src, adjoint)
+        seen = self._seen_by_rays(src.device, adjoint)
+        lost = (out.flatten(1) == 0).all(1) & (src * seen).flatten(1).ne(0).any(1)
+        if bool(lost.any()):
+            raise RuntimeError(
+                f"ASTRA returned all zeros for {int(lost.sum())} of {len(lost)} inputs that its "
+                f"rays see: its {'BP' if adjoint else 'FP'} failed (see ASTRA's messages on stderr)"
+            )
         return out.to(inp.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
