@@ -249,3 +249,29 @@ def test_memory_flat_over_all_real_volumes(ct_dir: Path) -> None:
             peak = max(peak, rss_mib())
     # All volumes in memory would be 647 x 256² int16 = 81 MiB (324 MiB as float32).
     assert max(peak, rss_mib()) - start < 16, f"memory grew from {start:.0f} to {peak:.0f} MiB"
+
+
+@pytest.mark.parametrize("cls", [SliceGroupDataset, SliceDataset, WindowDataset])
+def test_holdout_slab_is_disjoint_from_training_items(phantom_files: list[Path], cls) -> None:
+    """z_range (0, 0.6) and (0.6, 1): no training item reads a slice of the validation slab."""
+    depths = (20, 12)
+    train = cls(phantom_files, scale=64, z_range=(0.0, 0.6))
+    slab = cls(phantom_files, scale=64, z_range=(0.6, 1.0))
+    cut = {f: round(0.6 * d) for f, d in zip(phantom_files, depths, strict=True)}
+    seen_train = {(train.locate(i).file, s) for i in range(len(train)) for s in train.locate(i).slices}
+    seen_slab = {(slab.locate(i).file, s) for i in range(len(slab)) for s in slab.locate(i).slices}
+    depth = dict(zip(phantom_files, depths, strict=True))
+    assert all(s < cut[f] for f, s in seen_train)
+    assert all(cut[f] <= s < depth[f] for f, s in seen_slab)
+    assert {f for f, _ in seen_slab} == set(phantom_files)  # every volume gives validation data
+    volumes = [hand_scaled(p, 1) for p in phantom_files]
+    x, _ = slab[len(slab) - 1]
+    for channel in x:  # the items are the volumes' own slices
+        v, k = find_slice(channel.numpy(), volumes)
+        assert k >= cut[phantom_files[v]]
+
+
+def test_z_range_must_be_an_ordered_fraction_pair(phantom_files: list[Path]) -> None:
+    for bad in ((0.5, 0.5), (-0.1, 0.5), (0.2, 1.5)):
+        with pytest.raises(DataError, match="z_range"):
+            SliceDataset(phantom_files, scale=64, z_range=bad)

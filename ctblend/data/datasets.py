@@ -5,7 +5,9 @@ an int size): HU → ``scaling.hu_to_unit`` → ``scaling.to_scale``.
 Files are opened on first use in each process (so DataLoader workers open their own handles) and
 only the needed slices are read, so memory does not grow with the data set. Randomness (gap,
 position, flips) comes from ``numpy.random.default_rng([seed, epoch, index])``: an item depends on
-(seed, epoch, index) only, never on the worker that reads it.
+(seed, epoch, index) only, never on the worker that reads it. ``z_range`` (fractions of each
+volume's depth) restricts every item to a slab, e.g. (0, 0.9) to train and (0.9, 1) to validate:
+no item of one touches a slice of the other.
 """
 
 from __future__ import annotations
@@ -103,7 +105,12 @@ class _SliceSource(Dataset):
     """Shared plumbing: files, scale, seed/epoch, flips and slice → tensor conversion."""
 
     def __init__(
-        self, files: Sequence[str | os.PathLike], scale: str | int, seed: int, flips: bool
+        self,
+        files: Sequence[str | os.PathLike],
+        scale: str | int,
+        seed: int,
+        flips: bool,
+        z_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         self.reader = _VolumeReader(files)
         self.size = scale_size(scale)
@@ -111,7 +118,15 @@ class _SliceSource(Dataset):
         self.seed = int(seed)
         self.flips = bool(flips)
         self.epoch = 0
-        self._starts = np.concatenate([[0], np.cumsum(self.reader.depths)])
+        lo, hi = (float(f) for f in z_range)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise DataError(f"z_range {z_range!r}; expected fractions 0 <= lo < hi <= 1")
+        #: per file, the first slice in use and how many: slices [offset, offset + depth)
+        self.offsets = tuple(round(lo * d) for d in self.reader.depths)
+        self.depths = tuple(
+            round(hi * d) - o for d, o in zip(self.reader.depths, self.offsets, strict=True)
+        )
+        self._starts = np.concatenate([[0], np.cumsum(self.depths)])
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -130,9 +145,9 @@ class _SliceSource(Dataset):
         return index % len(self)
 
     def _slice_at(self, index: int) -> tuple[int, int]:
-        """Global slice ``index`` → (file index, z)."""
+        """Global slice ``index`` → (file index, z in the file)."""
         file_index = int(np.searchsorted(self._starts, index, side="right") - 1)
-        return file_index, int(index - self._starts[file_index])
+        return file_index, int(index - self._starts[file_index]) + self.offsets[file_index]
 
     def _plan(self, index: int) -> tuple[int, SampleInfo]:
         """(file index, sample info) of item ``index``; a pure function of seed, epoch, index."""
@@ -175,8 +190,9 @@ class SliceGroupDataset(_SliceSource):
         length: int | None = None,
         seed: int = 0,
         flips: bool = False,
+        z_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
-        super().__init__(files, scale, seed, flips)
+        super().__init__(files, scale, seed, flips, z_range)
         gap_mix = {1: 0.5, 3: 0.5} if gap_mix is None else dict(gap_mix)
         if not gap_mix or any(
             not isinstance(g, (int, np.integer)) or g < 1 or not p >= 0 for g, p in gap_mix.items()
@@ -189,14 +205,14 @@ class SliceGroupDataset(_SliceSource):
         self.probs = np.array([gap_mix[g] / total for g in self.gaps])
         self._group_starts = {}
         for gap, prob in zip(self.gaps, self.probs, strict=True):
-            counts = [max(0, depth - 2 * gap) for depth in self.reader.depths]
+            counts = [max(0, depth - 2 * gap) for depth in self.depths]
             if prob > 0 and sum(counts) == 0:
                 raise DataError(
                     f"gap {gap} needs volumes of at least {2 * gap + 1} slices; the files have "
-                    f"{list(self.reader.depths)} slices"
+                    f"{list(self.depths)} slices in use"
                 )
             self._group_starts[gap] = np.concatenate([[0], np.cumsum(counts)])
-        self.length = sum(self.reader.depths) if length is None else int(length)
+        self.length = sum(self.depths) if length is None else int(length)
         if self.length < 1:
             raise DataError(f"length {length!r}; expected a positive number of items")
 
@@ -209,7 +225,7 @@ class SliceGroupDataset(_SliceSource):
         starts = self._group_starts[gap]
         pick = int(rng.integers(starts[-1]))
         file_index = int(np.searchsorted(starts, pick, side="right") - 1)
-        first = pick - int(starts[file_index])
+        first = pick - int(starts[file_index]) + self.offsets[file_index]
         flip = self.flips and bool(rng.random() < 0.5)
         slices = (first, first + gap, first + 2 * gap)
         return file_index, SampleInfo(self.files[file_index], slices, gap, flip)
@@ -224,8 +240,9 @@ class SliceDataset(_SliceSource):
         scale: str | int = "cpu128",
         seed: int = 0,
         flips: bool = False,
+        z_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
-        super().__init__(files, scale, seed, flips)
+        super().__init__(files, scale, seed, flips, z_range)
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -244,9 +261,10 @@ class WindowDataset(SliceDataset):
 
     def _plan(self, index: int) -> tuple[int, SampleInfo]:
         file_index, z = self._slice_at(index)
-        last = self.reader.depths[file_index] - 1
+        first = self.offsets[file_index]
+        last = first + self.depths[file_index] - 1
         flip = self.flips and bool(self._rng(index).random() < 0.5)
-        slices = (max(z - 1, 0), z, min(z + 1, last))
+        slices = (max(z - 1, first), z, min(z + 1, last))
         return file_index, SampleInfo(self.files[file_index], slices, 1, flip)
 
 

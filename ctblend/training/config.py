@@ -36,12 +36,48 @@ class Phase:
 
 
 @dataclass(frozen=True)
+class Augment:
+    """CT-plausible augmentation of training samples, each drawn per sample.
+
+    With probability ``prob`` a sample is rotated by U(−rotate_deg, rotate_deg) degrees and
+    scaled by U(1 − scale, 1 + scale) about the image centre (bilinear; outside = air, the
+    lowest HU); ``z_reverse`` reverses the slice order of half the samples (3-slice kinds).
+    Left–right flips are the dataset's. All zeros / False = no augmentation.
+    """
+
+    rotate_deg: float = 0.0
+    scale: float = 0.0
+    z_reverse: bool = False
+    prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rotate_deg <= 180.0:
+            raise ValueError(f"augment.rotate_deg must be in [0, 180], got {self.rotate_deg}")
+        if not 0.0 <= self.scale < 1.0:
+            raise ValueError(f"augment.scale must be in [0, 1), got {self.scale}")
+        if not 0.0 <= self.prob <= 1.0:
+            raise ValueError(f"augment.prob must be in [0, 1], got {self.prob}")
+
+    @property
+    def geometric(self) -> bool:
+        return self.prob > 0 and (self.rotate_deg > 0 or self.scale > 0)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on (besides the dataset).
 
     The UNet's in/out channels follow ``kind`` (blend++: 3→3, blend: 3→1, slice2d: 1→1).
     precision: "auto" (bf16 on CUDA when supported, else fp16 on CUDA, fp32 on CPU), "fp32",
     "bf16" or "fp16". ema_decay 0 disables EMA (the raw weights are shipped).
+    loss_weighting: "uniform" (plain ε-MSE) or "min_snr" (min-SNR-γ: each timestep's ε-MSE
+    weighted by min(SNR_t, γ) / SNR_t). lr_schedule: "constant" after warm-up, or "cosine"
+    decay to ``lr * lr_min_ratio`` at the last step. holdout: the fraction of slices at the
+    superior end of every training volume kept out of training as the validation slab
+    (0 = none); its ε-MSE at fixed noise and ``val_timesteps`` is written to ``val.csv`` at
+    every checkpoint. init_from: a prior folder whose network starts the run, used only when
+    the run starts, never on resume: a prior of the same kind and network continues from its
+    weights; a 2D prior starts a 3-slice run (ctblend.models.transfer).
     """
 
     kind: str = "blend++"
@@ -66,10 +102,20 @@ class TrainConfig:
     deterministic: bool = False
     num_workers: int = 0
     device: str = "auto"
+    loss_weighting: Literal["uniform", "min_snr"] = "uniform"
+    min_snr_gamma: float = 5.0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_min_ratio: float = 0.1
+    augment: Augment = field(default_factory=Augment)
+    holdout: float = 0.0
+    val_timesteps: tuple[int, ...] = (50, 200, 500)
+    val_samples: int = 24
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phases", tuple(self.phases))
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+        object.__setattr__(self, "val_timesteps", tuple(int(t) for t in self.val_timesteps))
         if self.kind not in PRIOR_KINDS:
             raise ValueError(f"unknown prior kind {self.kind!r}; expected one of {PRIOR_KINDS}")
         expected = KIND_CHANNELS[self.kind]
@@ -101,6 +147,24 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        if self.loss_weighting not in ("uniform", "min_snr"):
+            raise ValueError(f"loss_weighting must be uniform or min_snr, got {self.loss_weighting!r}")
+        if self.min_snr_gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ValueError(f"lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
+        if not 0.0 <= self.holdout < 0.5:
+            raise ValueError(f"holdout must be in [0, 0.5), got {self.holdout}")
+        steps = self.schedule.num_timesteps
+        if not self.val_timesteps or not all(0 <= t < steps for t in self.val_timesteps):
+            raise ValueError(f"val_timesteps {self.val_timesteps} must lie in [0, {steps})")
+        if self.val_samples < 1:
+            raise ValueError(f"val_samples must be >= 1, got {self.val_samples}")
 
     @property
     def total_steps(self) -> int:
@@ -133,6 +197,7 @@ class TrainConfig:
         d["data_scaling"]["network_range"] = list(self.data_scaling.network_range)
         d["phases"] = [asdict(p) for p in self.phases]
         d["adam_betas"] = list(self.adam_betas)
+        d["val_timesteps"] = list(self.val_timesteps)
         return d
 
     @classmethod
@@ -155,6 +220,7 @@ class TrainConfig:
         data["unet"] = UNetConfig.from_dict(unet)
         data["schedule"] = VPSchedule.from_dict(data.get("schedule", {}))
         data["data_scaling"] = DataScaling(**data.get("data_scaling", {}))
+        data["augment"] = Augment(**data.get("augment", {}))
         if "phases" in data:
             data["phases"] = tuple(Phase(**p) for p in data["phases"])
         return cls(**data)

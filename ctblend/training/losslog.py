@@ -34,7 +34,8 @@ class LossLog:
 
 
 def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
-    """Loss against step (log scale) with a moving average; written atomically."""
+    """Loss against step (log scale) with a moving average and, when the run has a ``val.csv``
+    beside ``csv_path``, the validation ε-MSE; written atomically."""
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -50,6 +51,17 @@ def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
     if width > 1:
         smooth = np.convolve(loss, np.ones(width) / width, mode="valid")
         ax.plot(steps[width - 1 :], smooth, lw=1.5, label=f"moving average ({width})")
+    val_path = csv_path.with_name("val.csv")
+    val = LossLog.read(val_path) if val_path.is_file() else []
+    if val:
+        ax.plot(
+            [int(r["step"]) for r in val],
+            [float(r["val_mean"]) for r in val],
+            "o-",
+            lw=1.5,
+            ms=3,
+            label="validation ε-MSE (held-out slab, fixed noise)",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("ε-MSE")

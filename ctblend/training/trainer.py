@@ -4,7 +4,10 @@ One step: x ∈ [0, 1] from the dataset → 2x − 1 → optional random crop pe
 t ~ U{0, …, T−1}, ε ~ N(0, I) → x_t = √ᾱ_t x + √(1 − ᾱ_t) ε → MSE(net(x_t, t, gap), ε_target),
 where ε_target is ε of all three slices (blend++), of the middle slice (blend, Algorithm 3:
 all three slices are noised) or of the single slice (slice2d). AdamW with linear warm-up,
-gradient clipping, EMA, autocast on GPU.
+gradient clipping, EMA, autocast on GPU. The recipe knobs (augmentation, min-SNR-γ loss
+weighting, cosine learning rate, a 2D network to start from) are ``TrainConfig`` fields; with
+validation samples (``ctblend.training.data``) every checkpoint also writes the EMA network's
+ε-MSE on them to ``val.csv``.
 
 Everything random comes from RNGs whose states are checkpointed (a trainer generator per
 rank for t, ε and crops; the global torch/NumPy/Python RNGs for dropout and the dataset), and
@@ -17,7 +20,9 @@ workers too, otherwise use ``num_workers = 0``.
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -30,19 +35,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
+from ctblend.models.transfer import widen_from_2d
 from ctblend.models.unet import UNet
-from ctblend.priors.loading import CheckpointError, PriorSpec
+from ctblend.priors.loading import CheckpointError, PriorSpec, load_model
 from ctblend.training import checkpoint as ckpt
+from ctblend.training.augment import augment_batch
 from ctblend.training.config import TrainConfig
 from ctblend.training.distributed import DistContext, barrier, mean_across_ranks, setup, teardown
 from ctblend.training.ema import EMA
 from ctblend.training.losslog import LossLog, plot_loss_curve
+from ctblend.training.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,15 @@ class TrainResult:
 
 
 Callback = Callable[[StepInfo], None]
+
+VAL_FILE = "val.csv"
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 class IndexStream:
@@ -199,6 +215,34 @@ class _Run:
         self.step, self.epoch, self.position = 0, 0, 0
         self.wall_before = 0.0
         self.log_loss_sum, self.log_count = 0.0, 0
+        self.validator: Validator | None = None
+
+    def start_from(self, folder: str | Path) -> None:
+        """A fresh run's first weights: a prior of the same kind and network (its weights), or a
+        2D prior widened to this kind (ctblend.models.transfer); the EMA restarts from them."""
+        net, spec = load_model(folder)
+        if spec.kind == "slice2d" and self.config.kind != "slice2d":
+            net = widen_from_2d(net, self.config.kind)
+        elif spec.kind != self.config.kind:
+            raise CheckpointError(
+                f"init_from {folder}: a {spec.kind!r} prior cannot start a {self.config.kind!r} run"
+            )
+        if net.config != self.config.unet:
+            raise CheckpointError(
+                f"init_from {folder}: its network {net.config} differs from the config's "
+                f"{self.config.unet}; train with that prior's UNet settings"
+            )
+        self.model.load_state_dict(net.state_dict())
+        if self.ema is not None:
+            self.ema = EMA(self.model, self.config.ema_decay)
+
+    def ema_model(self) -> nn.Module:
+        """The network with the weights that ship (EMA when enabled), as a separate copy."""
+        if self.ema is None:
+            return self.model
+        model = UNet(self.config.unet).to(self.ctx.device)
+        model.load_state_dict(self.ema.state_dict())
+        return model
 
     def resume(self, checkpoint: Path) -> None:
         ckpt.check_compatible(checkpoint, self.config)
@@ -228,13 +272,18 @@ class _Run:
             )
 
     def lr_at(self, step: int) -> float:
-        warm = self.config.warmup_steps
-        return self.config.lr * min(1.0, (step + 1) / warm) if warm else self.config.lr
+        cfg = self.config
+        warm = cfg.warmup_steps
+        lr = cfg.lr * min(1.0, (step + 1) / warm) if warm else cfg.lr
+        if cfg.lr_schedule == "cosine" and step >= warm:
+            frac = min(1.0, (step - warm) / max(1, cfg.total_steps - warm))
+            lr *= cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+        return lr
 
     def train_step(self, x: Tensor, label: Tensor, crop: int | None) -> float:
         """One optimiser step on a batch x (B, C, H, W) in [0, 1] with gap labels (B,)."""
         cfg, dev = self.config, self.ctx.device
-        x = x.to(dev, torch.float32) * 2.0 - 1.0
+        x = augment_batch(x.to(dev, torch.float32), cfg.augment, self.generator) * 2.0 - 1.0
         if crop is not None and crop < x.shape[-1]:
             x = _random_crop(x, crop, self.generator)
         b = x.shape[0]
@@ -253,7 +302,11 @@ class _Run:
         )
         with autocast:
             out = self.net(x_t, t, label.to(dev))
-        loss = F.mse_loss(out.float(), target)
+        per_sample = ((out.float() - target) ** 2).mean(dim=(1, 2, 3))
+        if cfg.loss_weighting == "min_snr":
+            snr = (a / (1.0 - a)).view(b)
+            per_sample = per_sample * snr.clamp(max=cfg.min_snr_gamma) / snr
+        loss = per_sample.mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -311,9 +364,26 @@ class _Run:
                 state,
                 cfg.keep_checkpoints,
             )
+            if self.validator is not None:
+                self.write_validation(wall_time_s)
             plot_loss_curve(self.out_dir / "loss.csv", self.out_dir / "loss.png")
         barrier(ctx)
         return final
+
+    def write_validation(self, wall_time_s: float) -> None:
+        """Append the EMA network's validation ε-MSE at this step to ``val.csv``."""
+        scores = self.validator(self.ema_model())
+        path = self.out_dir / VAL_FILE
+        rows = [r for r in _read_csv(path) if int(r["step"]) < self.step]
+        row = {"step": self.step, "wall_time_s": f"{wall_time_s:.1f}"}
+        row["val_mean"] = f"{sum(scores.values()) / len(scores):.6g}"
+        row.update({f"val_t{t}": f"{v:.6g}" for t, v in scores.items()})
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, list(row))
+            writer.writeheader()
+            writer.writerows([*rows, row])
+        os.replace(tmp, path)
 
 
 def train(
@@ -324,8 +394,12 @@ def train(
     command: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
+    validation: tuple[Tensor, Tensor] | None = None,
 ) -> TrainResult:
     """Train a prior on ``dataset`` (items ``(x (C, H, W) in [0, 1], gap label)``) into ``out_dir``.
+
+    ``validation``: held-out samples ``(x (N, C, S, S), labels (N,))`` (from
+    ``training_datasets``) whose ε-MSE is written to ``val.csv`` at every checkpoint.
 
     Resumes from ``out_dir``'s latest checkpoint when ``resume`` (an existing run with
     ``resume=False`` is an error, never overwritten); a finished run returns at once, and
@@ -342,7 +416,9 @@ def train(
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     try:
-        return _train(config, dataset, out_dir, resume, command, progress, callbacks, ctx)
+        return _train(
+            config, dataset, out_dir, resume, command, progress, callbacks, ctx, validation
+        )
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
         teardown(ctx)
@@ -357,6 +433,7 @@ def _train(
     progress: bool,
     callbacks: Sequence[Callback],
     ctx: DistContext,
+    validation: tuple[Tensor, Tensor] | None = None,
 ) -> TrainResult:
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -371,6 +448,13 @@ def _train(
     run = _Run(config, out_dir, ctx)
     if latest is not None:
         run.resume(latest)
+    elif config.init_from is not None:
+        run.start_from(config.init_from)
+    if validation is not None:
+        target = "middle" if config.kind == "blend" else "all"
+        run.validator = Validator(validation, config.schedule, config.val_timesteps, target)
+        if latest is None and ctx.is_main:
+            run.write_validation(0.0)  # the starting point of the curve
     losslog = LossLog(out_dir / "loss.csv", run.step) if ctx.is_main else None
     total = config.total_steps
     start = time.perf_counter()
