@@ -52,7 +52,8 @@ class Operator:
         proj_geom: any projection geometry of ``operators.geometry``.
         backend: ``"auto"``, ``"torch_sparse"``, ``"astra"`` or ``"raymarch"``.
         check_finite: reject inputs with NaN/inf (one cheap reduction per call).
-        memory_budget: bytes the ``torch_sparse`` matrix cache may use.
+        memory_budget: bytes the ``torch_sparse`` matrix cache may use, or the sample points
+            of one chunk of rays of ``raymarch`` (default 8 GiB and 256 MiB).
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""Rays of a projection geometry as (start point, unit direction) pairs, in float64 numpy.
+"""Rays of a projection geometry as (start point, unit direction) pairs: 2D all at once in
+float64 numpy, 3D a range at a time in torch (on any device), and their clipping to the volume.
 
 One ray per detector pixel and angle, ordered like the projection data: 2D ``(n_angles,
 det_count)``, 3D ``(det_rows, n_angles, det_cols)``. For fan and cone beams the start point is
@@ -7,13 +8,14 @@ the source; for parallel beams it is the detector pixel centre.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
 
 from .geometry import (
-    ConeVecGeometry,
     FanGeometry,
     FanVecGeometry,
-    Parallel3DVecGeometry,
     ParallelVecGeometry,
     ProjectionGeometry,
     VolumeGeometry,
@@ -55,44 +57,50 @@ def rays_2d(pg: ProjectionGeometry) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"{type(pg).__name__} is not a 2D projection geometry")
 
 
-def rays_3d(pg: ProjectionGeometry) -> tuple[np.ndarray, np.ndarray]:
-    """``(origin, direction)``, each ``(det_rows, n_angles, det_cols, 3)`` in (x, y, z)."""
-    vg = pg.to_vec()
-    vec = np.asarray(vg.vectors)
-    rows, cols = vg.det_shape
-    du = np.arange(cols) - (cols - 1) / 2
-    dv = np.arange(rows) - (rows - 1) / 2
-    pixels = (
-        vec[None, :, None, 3:6]
-        + du[None, None, :, None] * vec[None, :, None, 6:9]
-        + dv[:, None, None, None] * vec[None, :, None, 9:12]
-    )
-    if isinstance(vg, Parallel3DVecGeometry):
-        direction = np.broadcast_to(_unit(vec[None, :, None, 0:3]), pixels.shape).copy()
-        return pixels, direction
-    if isinstance(vg, ConeVecGeometry):
-        src = np.broadcast_to(vec[None, :, None, 0:3], pixels.shape).copy()
-        return src, _unit(pixels - src)
-    raise ValueError(f"{type(pg).__name__} is not a 3D projection geometry")
+def rays_3d(
+    vectors: torch.Tensor, det_shape: tuple[int, int], cone: bool, start: int, stop: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(origin, direction)``, each ``(stop − start, 3)`` in (x, y, z), of the rays
+    ``start:stop`` in projection-data order ``(det_rows, n_angles, det_cols)``.
+
+    ``vectors`` ``(n_angles, 12)`` are the ASTRA vectors of a ``parallel3d_vec`` or (``cone``)
+    ``cone_vec`` geometry; rays are made on their device and in their dtype.
+    """
+    rows, cols = det_shape
+    n_angles = vectors.shape[0]
+    index = torch.arange(start, stop, device=vectors.device)
+    row, view, col = index // (n_angles * cols), (index // cols) % n_angles, index % cols
+    vec = vectors[view]
+    du = (col - (cols - 1) / 2).to(vectors.dtype)[:, None]
+    dv = (row - (rows - 1) / 2).to(vectors.dtype)[:, None]
+    pixel = vec[:, 3:6] + du * vec[:, 6:9] + dv * vec[:, 9:12]
+    if cone:
+        direction = pixel - vec[:, 0:3]
+        return vec[:, 0:3], direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True)
+    return pixel, vec[:, 0:3] / torch.linalg.vector_norm(vec[:, 0:3], dim=1, keepdim=True)
+
+
+def clip_to_box(
+    vol: VolumeGeometry, origin: torch.Tensor, direction: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry and exit parameters ``t`` of each line ``origin + t · direction`` through the
+    volume's bounding box (slab test); the line misses the box where ``t_out <= t_in``.
+
+    ``origin``/``direction`` ``(..., 2)`` in (x, y) or ``(..., 3)`` in (x, y, z).
+    """
+    ext = vol.extent[::-1]  # x first
+    lo = origin.new_tensor([e[0] for e in ext])
+    hi = origin.new_tensor([e[1] for e in ext])
+    t1, t2 = (lo - origin) / direction, (hi - origin) / direction
+    inside = (origin > lo) & (origin < hi)
+    flat = direction == 0
+    inf = torch.full_like(origin, math.inf)
+    t_min = torch.where(flat, torch.where(inside, -inf, inf), torch.minimum(t1, t2))
+    t_max = torch.where(flat, torch.where(inside, inf, -inf), torch.maximum(t1, t2))
+    return t_min.amax(dim=-1), t_max.amin(dim=-1)
 
 
 def box_hits(vol: VolumeGeometry, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
-    """Boolean mask of rays whose line crosses the volume's bounding box (slab test).
-
-    ``origin``/``direction`` have a trailing axis of 2 ``(x, y)`` or 3 ``(x, y, z)``.
-    """
-    ext = vol.extent[::-1]  # x first
-    lo_t = np.full(origin.shape[:-1], -np.inf)
-    hi_t = np.full(origin.shape[:-1], np.inf)
-    for axis in range(origin.shape[-1]):
-        lo, hi = ext[axis]
-        o, d = origin[..., axis], direction[..., axis]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t1, t2 = (lo - o) / d, (hi - o) / d
-        parallel_inside = (d == 0) & (o > lo) & (o < hi)
-        parallel_outside = (d == 0) & ~parallel_inside
-        t_min = np.where(d == 0, -np.inf, np.minimum(t1, t2))
-        t_max = np.where(d == 0, np.inf, np.maximum(t1, t2))
-        t_max = np.where(parallel_outside, -np.inf, t_max)
-        lo_t, hi_t = np.maximum(lo_t, t_min), np.minimum(hi_t, t_max)
-    return hi_t > lo_t
+    """Boolean mask of the lines (numpy rays, as ``rays_2d`` makes) that cross the volume."""
+    t_in, t_out = clip_to_box(vol, torch.from_numpy(origin), torch.from_numpy(direction))
+    return (t_out > t_in).numpy()

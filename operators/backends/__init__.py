@@ -32,4 +32,4 @@ def make_backend(name: str, vol: VolumeGeometry, pg: ProjectionGeometry, memory_
         return AstraBackend(vol, pg)
     from .raymarch import RayMarchBackend
 
-    return RayMarchBackend(vol, pg)
+    return RayMarchBackend(vol, pg, memory_budget=memory_budget)

@@ -1,23 +1,24 @@
 """Pure-torch ray marching for 3D geometries (parallel3d, cone, vector forms) on any device.
 
-Each ray is sampled at equal steps (half the smallest voxel by default) across the volume's
-bounding sphere; values come from trilinear interpolation (``grid_sample``, zero outside) and
-are summed times the step. The adjoint is the vector–Jacobian product of that linear map, so
-it is exact to rounding. Meant for CPU use at test sizes and as a GPU fallback without ASTRA.
+Each ray is clipped to the volume's bounding box and sampled at the midpoints of equal steps
+across it (at most ``step``, half the smallest voxel by default); values come from trilinear
+interpolation (``grid_sample``, zero outside) and are summed times the step. Sample points are
+made a chunk of rays at a time on the data's device, within ``memory_budget`` bytes, and the
+adjoint is the vector–Jacobian product of each chunk, so it is exact to rounding.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..geometry import ProjectionGeometry, VolumeGeometry
-from ..rays import box_hits, rays_3d
+from ..geometry import ConeVecGeometry, ProjectionGeometry, VolumeGeometry
+from ..rays import clip_to_box, rays_3d
 
-_SAMPLES_PER_CHUNK = 2**22
+DEFAULT_BUDGET_BYTES = 256 * 2**20
+_CHECK_CHUNK = 2**20  # rays per chunk of the construction-time check that some ray hits
 
 
 class RayMarchBackend:
@@ -25,62 +26,95 @@ class RayMarchBackend:
 
     name = "raymarch"
 
-    def __init__(self, vol: VolumeGeometry, pg: ProjectionGeometry, step: float | None = None):
+    def __init__(
+        self,
+        vol: VolumeGeometry,
+        pg: ProjectionGeometry,
+        step: float | None = None,
+        memory_budget: int | None = None,
+    ):
         if pg.ndim != 3 or vol.ndim != 3:
             raise ValueError("raymarch handles 3D geometries with a (Z, H, W) volume")
+        vec = pg.to_vec()
         self.vol, self.pg = vol, pg
         self.domain_shape = vol.shape
         self.range_shape = pg.shape
-        origin, direction = rays_3d(pg)
-        if not box_hits(vol, origin, direction).any():
+        self.step = float(step or min(vol.spacing) / 2)
+        self.budget = DEFAULT_BUDGET_BYTES if memory_budget is None else int(memory_budget)
+        if self.budget <= 0:
+            raise ValueError(
+                f"memory_budget: expected a positive number of bytes, got {memory_budget}"
+            )
+        diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(vol.shape, vol.spacing, strict=True)))
+        self.max_samples = math.ceil(diagonal / self.step) + 1
+        self.n_rays = math.prod(pg.shape)
+        self._cone = isinstance(vec, ConeVecGeometry)
+        self._det_shape = vec.det_shape
+        self._vectors = torch.tensor(vec.vectors, dtype=torch.float64)
+        ext = vol.extent[::-1]  # (x, y, z)
+        self._lo = torch.tensor([e[0] for e in ext], dtype=torch.float64)
+        self._size = torch.tensor([e[1] - e[0] for e in ext], dtype=torch.float64)
+        if not self._some_ray_hits():
             raise ValueError(
                 f"the projection geometry misses the volume: no ray of {pg.shape} crosses the "
                 f"volume of shape {vol.shape}, spacing {vol.spacing}, center {vol.center}"
             )
-        self.step = float(step or min(vol.spacing) / 2)
-        center = np.array(vol.center[::-1])  # (x, y, z)
-        half_diag = 0.5 * math.sqrt(
-            sum((n * s) ** 2 for n, s in zip(vol.shape, vol.spacing, strict=True))
-        )
-        self.n_samples = int(math.ceil(2 * half_diag / self.step)) + 1
-        t_center = np.einsum("...k,...k->...", center - origin, direction)
-        offsets = (np.arange(self.n_samples) - (self.n_samples - 1) / 2) * self.step
-        # rays ordered (rows, angles, cols); sample points normalised for grid_sample (x, y, z)
-        self._origin, self._direction = origin.reshape(-1, 3), direction.reshape(-1, 3)
-        self._t = t_center.reshape(-1, 1) + offsets[None, :]
-        lo = np.array([e[0] for e in vol.extent[::-1]])
-        hi = np.array([e[1] for e in vol.extent[::-1]])
-        self._lo, self._hi = lo, hi
-        self._grid_cache: dict = {}
 
-    def _grid(self, device, dtype) -> torch.Tensor:
-        key = (str(device), dtype)
-        if key not in self._grid_cache:
-            pts = self._origin[:, None, :] + self._t[..., None] * self._direction[:, None, :]
-            norm = (pts - self._lo) / (self._hi - self._lo) * 2 - 1
-            self._grid_cache = {key: torch.as_tensor(norm, dtype=dtype, device=device)}
-        return self._grid_cache[key]
+    def _segments(self, vectors: torch.Tensor, start: int, stop: int):
+        """Entry point, direction (normalised grid units), per-ray step and sample count."""
+        origin, direction = rays_3d(vectors, self._det_shape, self._cone, start, stop)
+        t_in, t_out = clip_to_box(self.vol, origin, direction)
+        if self._cone:  # rays start at the source
+            t_in = t_in.clamp_min(0)
+        length = (t_out - t_in).clamp_min(0)
+        count = torch.ceil(length / self.step)
+        lo, size = self._lo.to(vectors.device), self._size.to(vectors.device)
+        entry = (origin + t_in[:, None] * direction - lo) / size * 2 - 1
+        return entry, direction / size * 2, length / count.clamp_min(1), count
 
-    def _march(self, x: torch.Tensor) -> torch.Tensor:
-        grid = self._grid(x.device, x.dtype)
-        n_rays = grid.shape[0]
-        chunk = max(1, _SAMPLES_PER_CHUNK // self.n_samples)
-        vol = x.unsqueeze(0)  # (1, B, Z, H, W): batch as channels
-        out = []
-        for start in range(0, n_rays, chunk):
-            g = grid[start : start + chunk].reshape(1, -1, self.n_samples, 1, 3)
-            samples = F.grid_sample(
-                vol, g, mode="bilinear", padding_mode="zeros", align_corners=False
-            )
-            out.append(samples.sum(dim=(3, 4))[0] * self.step)  # (B, rays)
-        return torch.cat(out, dim=1).reshape(x.shape[0], *self.range_shape)
+    def _some_ray_hits(self) -> bool:
+        for start in range(0, self.n_rays, _CHECK_CHUNK):
+            stop = min(start + _CHECK_CHUNK, self.n_rays)
+            if bool((self._segments(self._vectors, start, stop)[3] > 0).any()):
+                return True
+        return False
+
+    def _chunks(self, batch: int, device: torch.device, dtype: torch.dtype):
+        """``(start, stop, grid (1, 1, R, S, 3), weight (R, S))`` per chunk of rays."""
+        per_sample = (16 + 2 * batch) * torch.finfo(dtype).bits // 8
+        rays = max(1, self.budget // (self.max_samples * per_sample))
+        vectors = self._vectors.to(device)
+        for start in range(0, self.n_rays, rays):
+            stop = min(start + rays, self.n_rays)
+            entry, direction, step, count = self._segments(vectors, start, stop)
+            samples = int(count.max())
+            if samples == 0:
+                continue
+            k = torch.arange(samples, device=device, dtype=torch.float64) + 0.5
+            offset = (k[None, :] * step[:, None]).to(dtype)  # (R, S) from the entry point
+            grid = entry.to(dtype)[:, None, :] + offset[..., None] * direction.to(dtype)[:, None, :]
+            weight = torch.where(k[None, :] < count[:, None], step[:, None], 0.0).to(dtype)
+            yield start, stop, grid[None, None], weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._march(x)
+        """``(B, Z, H, W) → (B, det_rows, n_angles, det_cols)``."""
+        out = torch.zeros((x.shape[0], self.n_rays), dtype=x.dtype, device=x.device)
+        vol = x.unsqueeze(0)  # (1, B, Z, H, W): batch as channels
+        for start, stop, grid, weight in self._chunks(x.shape[0], x.device, x.dtype):
+            samples = F.grid_sample(vol, grid, padding_mode="zeros", align_corners=False)
+            out[:, start:stop] = (samples[0, :, 0] * weight).sum(dim=-1)
+        return out.reshape(x.shape[0], *self.range_shape)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        x0 = torch.zeros((y.shape[0], *self.domain_shape), dtype=y.dtype, device=y.device)
-        with torch.enable_grad():
-            x0.requires_grad_(True)
-            (grad,) = torch.autograd.grad(self._march(x0), x0, grad_outputs=y)
-        return grad
+        """``(B, det_rows, n_angles, det_cols) → (B, Z, H, W)``."""
+        flat = y.reshape(y.shape[0], -1)
+        shape = (1, y.shape[0], *self.domain_shape)
+        out = torch.zeros(shape, dtype=y.dtype, device=y.device)
+        probe = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
+        for start, stop, grid, weight in self._chunks(y.shape[0], y.device, y.dtype):
+            with torch.enable_grad():
+                samples = F.grid_sample(probe, grid, padding_mode="zeros", align_corners=False)
+                cotangent = (flat[:, start:stop, None] * weight)[None, :, None]
+                (grad,) = torch.autograd.grad(samples, probe, grad_outputs=cotangent)
+            out += grad
+        return out[0]
