@@ -258,7 +258,9 @@ def test_holdout_slab_is_disjoint_from_training_items(phantom_files: list[Path],
     train = cls(phantom_files, scale=64, z_range=(0.0, 0.6))
     slab = cls(phantom_files, scale=64, z_range=(0.6, 1.0))
     cut = {f: round(0.6 * d) for f, d in zip(phantom_files, depths, strict=True)}
-    seen_train = {(train.locate(i).file, s) for i in range(len(train)) for s in train.locate(i).slices}
+    seen_train = {
+        (train.locate(i).file, s) for i in range(len(train)) for s in train.locate(i).slices
+    }
     seen_slab = {(slab.locate(i).file, s) for i in range(len(slab)) for s in slab.locate(i).slices}
     depth = dict(zip(phantom_files, depths, strict=True))
     assert all(s < cut[f] for f, s in seen_train)

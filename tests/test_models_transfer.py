@@ -8,8 +8,14 @@ import torch
 from ctblend.models.transfer import widen_from_2d
 from ctblend.models.unet import UNet, UNetConfig
 
-SMALL = dict(base_channels=16, channel_mults=(1, 2), attention_levels=(1,), head_channels=16,
-             norm_groups=8, num_res_blocks=1)
+SMALL = dict(
+    base_channels=16,
+    channel_mults=(1, 2),
+    attention_levels=(1,),
+    head_channels=16,
+    norm_groups=8,
+    num_res_blocks=1,
+)
 
 
 def trained_like_2d(seed: int = 0) -> UNet:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from ctblend.data.phantom import ct_phantom
 from ctblend.diffusion import VPSchedule
 from ctblend.io import write_hdf5
 from ctblend.models.unet import UNet, UNetConfig
+from ctblend.priors import load_prior
 from ctblend.training import load_config, train
 from ctblend.training.augment import augment_batch
 from ctblend.training.config import Augment
@@ -41,8 +45,16 @@ def volumes(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def _tiny(**overrides):
-    base = dict(image_size=32, batch_size=4, warmup_steps=2, log_every=5, checkpoint_every=5,
-                phases=[{"steps": 10, "crop": 16}], holdout=0.3, val_samples=4)
+    base = dict(
+        image_size=32,
+        batch_size=4,
+        warmup_steps=2,
+        log_every=5,
+        checkpoint_every=5,
+        phases=[{"steps": 10, "crop": 16}],
+        holdout=0.3,
+        val_samples=4,
+    )
     return load_config("tiny", **{**base, **overrides})
 
 
@@ -53,8 +65,17 @@ def _read(path: Path) -> list[dict[str, str]]:
 
 def test_validation_of_a_zero_network_is_the_noise_energy() -> None:
     """A network that predicts ε = 0 scores E[ε²] = 1 (up to the sample's spread) at every t."""
-    net = UNet(UNetConfig(in_channels=3, out_channels=3, base_channels=16, channel_mults=(1, 2),
-                          attention_levels=(), head_channels=16, norm_groups=8))
+    net = UNet(
+        UNetConfig(
+            in_channels=3,
+            out_channels=3,
+            base_channels=16,
+            channel_mults=(1, 2),
+            attention_levels=(),
+            head_channels=16,
+            norm_groups=8,
+        )
+    )
     x = torch.rand(6, 3, 32, 32)
     scores = Validator((x, torch.ones(6)), VPSchedule(), (10, 900), "all")(net)
     n = x.numel()
@@ -83,8 +104,13 @@ def test_init_from_a_prior_of_the_same_kind_starts_from_its_weights(volumes, tmp
     dataset, _ = training_datasets(cfg, volumes)
     train(cfg, dataset, tmp_path / "a", progress=False)
     source = tmp_path / "a" / "checkpoints" / "step_00000010"
-    cont = cfg.replace(init_from=str(source), lr=1e-12, warmup_steps=0, ema_decay=0.0,
-                       phases=[{"steps": 1, "crop": 16}])
+    cont = cfg.replace(
+        init_from=str(source),
+        lr=1e-12,
+        warmup_steps=0,
+        ema_decay=0.0,
+        phases=[{"steps": 1, "crop": 16}],
+    )
     train(cont, dataset, tmp_path / "b", progress=False)
     before = load_file(str(source / "weights.safetensors"))
     after = load_file(str(tmp_path / "b" / "checkpoints" / "step_00000001" / "weights.safetensors"))
@@ -137,3 +163,35 @@ def test_augmentation_keeps_ct_plausible() -> None:
     reversed_ = (flipped == ramp.flip(1)).flatten(1).all(1)
     assert (same | reversed_).all() and 10 < int(reversed_.sum()) < 54
     assert torch.equal(augment_batch(ramp, Augment(), gen), ramp)  # defaults: no change
+
+
+def test_time_budget_stops_with_a_checkpoint_and_a_second_call_continues(volumes, tmp_path):
+    cfg = _tiny(
+        holdout=0.0,
+        phases=[{"steps": 10**6, "crop": 16}],
+        log_every=2,
+        checkpoint_every=10**6,
+        time_budget_s=1e-3,
+    )
+    dataset, _ = training_datasets(cfg, volumes)
+    first = train(cfg, dataset, tmp_path, progress=False)
+    assert first.steps == 2 and first.checkpoint.name == "step_00000002"
+    second = train(cfg, dataset, tmp_path, progress=False)
+    assert second.steps == 4
+
+
+def test_gpu_recipe_runs_end_to_end_in_tiny_mode(ct_dir, tmp_path):
+    """benchmarks/gpu_priors.py on the CPU at 32² (the GPU run is the same code path)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_priors.py"
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, str(script), "--data", str(ct_dir), "--out", str(out), "--tiny"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert len(files) <= 8 and "gpu_priors.json" in files
+    for name, kind in (("slice2d_gpu128", "slice2d"), ("blendpp_gpu128", "blend++")):
+        assert load_prior(out / name).kind == kind
+        assert (out / f"{name}_val.csv").read_text().startswith("step,")

@@ -36,7 +36,9 @@ _WIDENED = {"conv_in.weight", "out.2.weight", "out.2.bias"}
 def widen_from_2d(net2d: UNet, kind: str) -> UNet:
     """A ``kind`` ("blend++" or "blend") UNet initialised from the 2D UNet ``net2d`` (1 → 1)."""
     if kind not in ("blend++", "blend"):
-        raise ValueError(f"transfer from a 2D prior builds a 'blend++' or 'blend' prior, not {kind!r}")
+        raise ValueError(
+            f"transfer from a 2D prior builds a 'blend++' or 'blend' prior, not {kind!r}"
+        )
     cfg2d = net2d.config
     if (cfg2d.in_channels, cfg2d.out_channels) != KIND_CHANNELS["slice2d"]:
         raise ValueError(

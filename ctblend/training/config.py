@@ -14,7 +14,7 @@ from ctblend.models.unet import KIND_CHANNELS, UNetConfig
 from ctblend.priors.base import PRIOR_KINDS
 from ctblend.priors.loading import DataScaling
 
-PRESETS = ("tiny", "cpu128", "cpu128-short", "paper256")
+PRESETS = ("tiny", "cpu128", "cpu128-short", "gpu128", "paper256")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,9 @@ class TrainConfig:
     (0 = none); its ε-MSE at fixed noise and ``val_timesteps`` is written to ``val.csv`` at
     every checkpoint. init_from: a prior folder whose network starts the run, used only when
     the run starts, never on resume: a prior of the same kind and network continues from its
-    weights; a 2D prior starts a 3-slice run (ctblend.models.transfer).
+    weights; a 2D prior starts a 3-slice run (ctblend.models.transfer). time_budget_s: stop
+    (with a checkpoint) at the first logging step after this many seconds of this call
+    (0 = no limit); calling again continues the run.
     """
 
     kind: str = "blend++"
@@ -111,6 +113,7 @@ class TrainConfig:
     val_timesteps: tuple[int, ...] = (50, 200, 500)
     val_samples: int = 24
     init_from: str | None = None
+    time_budget_s: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phases", tuple(self.phases))
@@ -151,7 +154,9 @@ class TrainConfig:
 
     def _check_recipe(self) -> None:
         if self.loss_weighting not in ("uniform", "min_snr"):
-            raise ValueError(f"loss_weighting must be uniform or min_snr, got {self.loss_weighting!r}")
+            raise ValueError(
+                f"loss_weighting must be uniform or min_snr, got {self.loss_weighting!r}"
+            )
         if self.min_snr_gamma <= 0:
             raise ValueError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -163,6 +168,8 @@ class TrainConfig:
         steps = self.schedule.num_timesteps
         if not self.val_timesteps or not all(0 <= t < steps for t in self.val_timesteps):
             raise ValueError(f"val_timesteps {self.val_timesteps} must lie in [0, {steps})")
+        if self.time_budget_s < 0:
+            raise ValueError(f"time_budget_s must be >= 0 (0 = no limit), got {self.time_budget_s}")
         if self.val_samples < 1:
             raise ValueError(f"val_samples must be >= 1, got {self.val_samples}")
 
@@ -247,7 +254,7 @@ class TrainConfig:
 
 
 def load_config(name_or_path: str | Path, **overrides) -> TrainConfig:
-    """A preset (``PRESETS``: "tiny", "cpu128", "cpu128-short", "paper256") or a YAML file,
+    """A preset (``PRESETS``: tiny, cpu128, cpu128-short, gpu128, paper256) or a YAML file,
     with ``overrides`` applied."""
     if str(name_or_path) in PRESETS:
         ref = resources.files("ctblend") / "configs" / f"unet_{name_or_path}.yaml"

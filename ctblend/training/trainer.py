@@ -468,6 +468,7 @@ def _train(
         dynamic_ncols=True,
     )
     checked = False
+    out_of_time = False
     indexed = _EpochIndexed(dataset)
     while run.step < total:
         phase = config.phase_at(run.step)
@@ -509,7 +510,11 @@ def _train(
             bar.update(1)
             if run.step % config.log_every == 0 or run.step == total:
                 now = time.perf_counter()
-                (mean_loss,) = mean_across_ranks([run.log_loss_sum / max(run.log_count, 1)], ctx)
+                over = bool(config.time_budget_s) and now - start >= config.time_budget_s
+                mean_loss, late = mean_across_ranks(
+                    [run.log_loss_sum / max(run.log_count, 1), float(over)], ctx
+                )
+                out_of_time = late > 0
                 rate = window_samples / max(now - window_start, 1e-9)
                 last_logged = mean_loss
                 if losslog is not None:
@@ -524,10 +529,15 @@ def _train(
                 bar.set_postfix(loss=f"{mean_loss:.4f}", samples_per_s=f"{rate:.1f}")
                 run.log_loss_sum, run.log_count = 0.0, 0
                 window_start, window_samples = now, 0
-            if run.step % config.checkpoint_every == 0 or run.step == total:
+            if run.step % config.checkpoint_every == 0 or run.step == total or out_of_time:
                 run.save(command, run.wall_before + time.perf_counter() - start)
-            if run.step >= phase_end:
+            if run.step >= phase_end or out_of_time:
                 break
+        if out_of_time:
+            log.warning(
+                "%s: time budget of %s s spent at step %d", out_dir, config.time_budget_s, run.step
+            )
+            break
     bar.close()
     latest = ckpt.find_latest(out_dir)
     if latest is None:
