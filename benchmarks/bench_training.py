@@ -6,6 +6,11 @@ phase (crop size, batch) of each preset and each thread count, and writes
 ``docs/benchmarks/training.md`` and ``.json``.
 
     .venv/bin/python benchmarks/bench_training.py --configs tiny cpu128 --threads 1 2
+
+``--precisions fp32 bf16`` adds bf16-autocast rows (only where the CPU has native bf16: emulated
+bf16 is tens of times slower, so it is never measured as if it were an option);
+``--pairs`` adds rows of two 1-thread runs at once (their samples/s summed), the alternative
+to one 2-thread run on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def _worker(args: dict) -> dict:
         checkpoint_every=10**9,
         log_every=10**9,
         device=args["device"],
+        precision=args["precision"],
     )
     dataset = BlobDataset(4096, cfg.image_size, kind=cfg.kind)
     cuda = cfg.device != "cpu" and torch.cuda.is_available()
@@ -70,6 +76,31 @@ def _worker(args: dict) -> dict:
     }
 
 
+def _measure(job: dict, procs: int) -> dict:
+    """Run ``procs`` workers of ``job`` at once; one row with their samples/s summed."""
+    load = os.getloadavg()[0]
+    env = {**os.environ, "OMP_NUM_THREADS": str(job["threads"])}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", json.dumps(job)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(procs)
+    ]
+    rows = []
+    for w in workers:
+        out, _ = w.communicate()
+        if w.returncode:
+            raise RuntimeError(f"training worker failed ({w.returncode}) for {job}")
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    row = {**rows[0], "load_avg": load, "processes": procs}
+    row["samples_per_s"] = sum(r["samples_per_s"] for r in rows)
+    row["peak_rss_mib"] = max(r["peak_rss_mib"] for r in rows)
+    return row
+
+
 def _write(results: list[dict], machine: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(
@@ -85,14 +116,15 @@ def _write(results: list[dict], machine: dict, out: Path) -> None:
         "",
         f"Machine: {describe_machine(machine)}" + ("" if "gpu" in machine else ", no GPU") + ".",
         "",
-        "| config | parameters | input | batch | threads | samples/s | s/step | peak RSS MiB "
-        "| RSS before MiB | load avg (start) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| config | parameters | input | batch | threads × processes | precision | samples/s "
+        "| s/step | peak RSS MiB | RSS before MiB | load avg (start) |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['config']} | {r['parameters'] / 1e6:.2f} M | {r['input']}² | {r['batch']} "
-            f"| {r['threads']} | {r['samples_per_s']:.1f} | {r['seconds_per_step']:.3f} "
+            f"| {r['threads']} × {r.get('processes', 1)} | {r.get('precision', 'fp32')} "
+            f"| {r['samples_per_s']:.1f} | {r['seconds_per_step']:.3f} "
             f"| {r['peak_rss_mib']:.0f} | {r['rss_before_training_mib']:.0f} "
             f"| {r['load_avg']:.2f} |"
         )
@@ -115,6 +147,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--pairs", action="store_true", help="also two 1-thread runs at once")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "training")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -123,14 +157,20 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(REPO))
+    from ctblend.runtime import cpu_has_bf16
     from ctblend.training import load_config
 
+    precisions = [p for p in args.precisions if p != "bf16" or cpu_has_bf16()]
+    if len(precisions) < len(args.precisions):
+        print("bf16 rows skipped: this CPU has no native bf16 (emulated bf16 is far slower)")
     results = []
     for name in args.configs:
         cfg = load_config(name)
         rows = {(p.crop, p.batch_size or cfg.batch_size) for p in cfg.phases}
         for crop, batch in sorted(rows, key=lambda r: r[0] or 10**9):
-            for threads in args.threads:
+            plans = [(t, 1, p) for t in args.threads for p in precisions]
+            plans += [(1, 2, p) for p in precisions] if args.pairs else []
+            for threads, procs, precision in plans:
                 job = {
                     "config": name,
                     "crop": crop,
@@ -139,19 +179,13 @@ def main() -> None:
                     "steps": args.steps,
                     "warmup": args.warmup,
                     "device": args.device,
+                    "precision": precision,
                 }
-                load = os.getloadavg()[0]
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--worker", json.dumps(job)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    env={**os.environ, "OMP_NUM_THREADS": str(threads)},
-                )
-                row = {**json.loads(proc.stdout.strip().splitlines()[-1]), "load_avg": load}
+                row = _measure(job, procs)
                 print(
-                    f"{name} input {row['input']} batch {batch} threads {threads}: "
-                    f"{row['samples_per_s']:.1f} samples/s, peak RSS {row['peak_rss_mib']:.0f} MiB"
+                    f"{name} input {row['input']} batch {batch} {threads} thread(s) × {procs} "
+                    f"{precision}: {row['samples_per_s']:.1f} samples/s, "
+                    f"peak RSS {row['peak_rss_mib']:.0f} MiB"
                 )
                 results.append(row)
     _write(results, machine_info(resolve_device("auto")), args.out)
