@@ -154,10 +154,13 @@ def _removed_on_error(*paths: Path) -> Iterator[None]:
 
 
 def _check_output(path: Path, suffixes: tuple[str, ...] = HDF5_SUFFIXES) -> Path:
+    from ctblend.io.output import check_writable
+
     if not path.name.lower().endswith(suffixes):
         raise ValueError(f"--out {path}: expected a file name ending in {' or '.join(suffixes)}")
     if path.exists() and path.is_dir():
         raise ValueError(f"--out {path}: is a folder; expected a file name")
+    check_writable(path.parent, f"--out {path}: folder")
     return path
 
 
@@ -167,6 +170,13 @@ def _check_output(path: Path, suffixes: tuple[str, ...] = HDF5_SUFFIXES) -> Path
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from ctblend.io.output import check_writable
+
+    if args.volume and args.phantom:
+        raise ValueError(f"--volume {args.volume} and --phantom both given; expected one")
+    if args.volume and not Path(args.volume).exists():
+        raise FileNotFoundError(f"--volume {args.volume}: no such file or folder")
+    check_writable(args.out)
     from ctblend.demo import DEMO_METHODS, run_demo
 
     methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else DEMO_METHODS
@@ -174,6 +184,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     run_demo(
         args.volume,
         args.out,
+        phantom=args.phantom,
         nfe=args.nfe,
         n_slices=args.n_slices,
         size=args.size,
@@ -197,15 +208,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    if args.volume != "phantom" and not Path(args.volume).exists():
+        raise FileNotFoundError(f"{args.volume}: no such file or folder")
     import torch
 
     from ctblend.figures import plot_sinogram
     from ctblend.geometry_config import write_measurements
 
     acquisition = _acquisition(args, required=True)
-    vol = _volume_input(args.volume, args)
     default = f"{'phantom' if args.volume == 'phantom' else _stem(Path(args.volume))}"
     out = _check_output(Path(args.out or f"{default}_{acquisition.name}.h5"))
+    vol = _volume_input(args.volume, args)
     x = torch.from_numpy(vol.x)
     A = acquisition.operator(x.shape)
     seed = args.seed or 0
@@ -251,30 +264,21 @@ def _method_options(method: str, overrides: dict[str, Any], args: argparse.Names
     """Validated keyword options for ``reconstruct(method, …)``."""
     from ctblend import methods as m
 
-    diffusion = method in m.PRIOR_OF_METHOD
-    allowed = set(m.method_options(method)) - {"callback"}
     options = dict(overrides)
     if args.nfe is not None:
         options["nfe"] = args.nfe
-    if diffusion and args.seed is not None:
+    if method in m.PRIOR_OF_METHOD and args.seed is not None:
         options.setdefault("seed", args.seed)
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(
-            f"method {method!r} has no option {unknown[0]!r}; its options: "
-            f"{', '.join(sorted(allowed)) or 'none'}"
-        )
-    if diffusion:
-        try:
-            m.DiffusionConfig(**options)
-        except TypeError as exc:
-            raise ValueError(f"method {method!r}: {exc}") from None
+    if "callback" in options:
+        raise ValueError(f"method {method!r}: 'callback' is not a command-line option")
+    m.check_options(method, options)
     return options
 
 
 def _load_method_prior(method: str, args: argparse.Namespace, device):
     from ctblend.demo import resolve_prior, shipped_prior
     from ctblend.methods import PRIOR_OF_METHOD
+    from ctblend.priors.base import precision_options
     from ctblend.priors.loading import load_prior
 
     if method == "fbp-unet":
@@ -295,20 +299,31 @@ def _load_method_prior(method: str, args: argparse.Namespace, device):
             f"method {method!r} needs a trained {PRIOR_OF_METHOD[method]!r} prior: pass "
             "--prior CHECKPOINT (no shipped prior is installed for it)"
         )
-    prior = load_prior(path, kind=PRIOR_OF_METHOD[method], device=device, precision=args.precision)
-    return prior, path
+    options = precision_options(args.precision, device)
+    return load_prior(path, kind=PRIOR_OF_METHOD[method], device=device, **options), path
 
 
-def _is_measurements(path: Path) -> bool:
-    import h5py
+def _input_kind(path: Path) -> str | None:
+    """None for a measurement file (dataset ``sinogram``), else what kind of volume ``path`` is;
+    an unreadable or unrecognised HDF5 file is a one-line error saying why."""
+    if str(path) == "phantom" and not path.exists():
+        return "the procedural phantom"
+    if path.is_dir():
+        return "a folder, read as a DICOM series"
+    if not path.name.lower().endswith(HDF5_SUFFIXES):
+        return f"a {path.suffix or 'volume'} file"
+    from ctblend.io.hdf5 import open_hdf5
 
-    if not (path.is_file() and path.name.lower().endswith(HDF5_SUFFIXES)):
-        return False
-    try:
-        with h5py.File(path, "r") as f:
-            return "sinogram" in f
-    except OSError:
-        return False
+    with open_hdf5(path) as f:
+        names = sorted(f.keys())
+    if "sinogram" in names:
+        return None
+    if "hu" in names:
+        return "an HDF5 volume: dataset 'hu', no 'sinogram'"
+    raise ValueError(
+        f"{path}: neither measurements (dataset 'sinogram') nor a volume (dataset 'hu'); "
+        f"found datasets {names}"
+    )
 
 
 def _batch_entries(folder: Path) -> list[Path]:
@@ -330,6 +345,7 @@ def _batch_entries(folder: Path) -> list[Path]:
 
 def _recon_one(
     source: Path,
+    is_measurements: bool,
     out: Path,
     method: str,
     options: dict,
@@ -347,11 +363,11 @@ def _recon_one(
     from ctblend.demo import hu_window
     from ctblend.figures import plot_panels
     from ctblend.geometry_config import read_measurements, write_arrays
-    from ctblend.methods import PRIOR_OF_METHOD, DiffusionConfig, reconstruct
+    from ctblend.methods import method_steps, reconstruct
     from ctblend.metrics import volume_scores
 
     start = time.perf_counter()
-    if _is_measurements(source):
+    if is_measurements:
         if acquisition is not None:
             raise ValueError(
                 f"{source} already holds measurements; drop --protocol/--geometry/--noise"
@@ -362,11 +378,6 @@ def _recon_one(
         y = torch.from_numpy(meas.sinogram)
         described = {"source": meas.attrs.get("source", str(source))}
     else:
-        if acquisition is None:
-            raise ValueError(
-                f"{source} is a volume: give --protocol or --geometry to simulate its "
-                "measurements (or pass a file written by `ctblend simulate`)"
-            )
         vol = _volume_input(str(source), args)
         acq, spacing, truth = acquisition, vol.spacing_mm, vol.x
         shape = vol.x.shape
@@ -382,14 +393,14 @@ def _recon_one(
     y = y.to(device)
     options = dict(options)
     bars = []  # opened at the first step, so that input errors come before any bar
-    if method in PRIOR_OF_METHOD:
-        nfe = options.get("nfe", 100 if method == "dds" else DiffusionConfig.nfe)
+    steps = method_steps(method, options)
+    if steps:
 
-        def tick(step: int, t: int, x0) -> None:
+        def tick(*_) -> None:
             if not bars:
                 bars.append(
                     tqdm(
-                        total=nfe,
+                        total=steps,
                         desc=f"{source.name} {method}",
                         unit="step",
                         disable=not _progress(args),
@@ -440,6 +451,7 @@ def _recon_one(
             window=hu_window(*DEFAULT_WINDOW_HU),
             spacing=spacing,
             title=f"{source.name} — {acq.name} — {method}",
+            psnr={method: metrics["volume_psnr"]} if metrics else None,
         )
         write_arrays(out, {"recon": np.asarray(recon)}, spacing_mm=spacing, attrs=attrs)
     return metrics or {}
@@ -451,8 +463,6 @@ def _cmd_recon(args: argparse.Namespace) -> int:
     paths, overrides = _split_items(args.items)
     overrides = {**(args.options or {}), **overrides}
     method = args.method
-    options = _method_options(method, overrides, args)
-    acquisition = _acquisition(args, required=False)
     if args.inputs:
         if paths:
             raise ValueError(f"both --inputs and an input ({paths[0]}) given; expected one")
@@ -460,6 +470,9 @@ def _cmd_recon(args: argparse.Namespace) -> int:
         folder = Path(args.out or f"{Path(args.inputs).name}_{method}")
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"--out {folder}: exists and is not a folder")
+        from ctblend.io.output import check_writable
+
+        check_writable(folder)
         jobs = [(e, folder / f"{_stem(e)}_{method}.h5") for e in entries]
     else:
         if len(paths) != 1:
@@ -472,11 +485,15 @@ def _cmd_recon(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{source}: no such file or folder")
         out = _check_output(Path(args.out or f"{_stem(source)}_{method}.h5"))
         jobs = [(source, out)]
-    for source, _ in jobs:
-        if acquisition is None and not _is_measurements(source):
+    acquisition = _acquisition(args, required=False)
+    options = _method_options(method, overrides, args)
+    kinds = {source: _input_kind(source) for source, _ in jobs}
+    for source, kind in kinds.items():
+        if kind is not None and acquisition is None:
             raise ValueError(
-                f"{source} is not a measurement file: give --protocol or --geometry to simulate "
-                "its measurements (or pass a file written by `ctblend simulate`)"
+                f"{source} is a volume ({kind}), not measurements: give --protocol or "
+                "--geometry to simulate its measurements (or pass a file written by "
+                "`ctblend simulate`)"
             )
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     mine = jobs[rank::world]
@@ -495,7 +512,16 @@ def _cmd_recon(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             metrics = _recon_one(
-                source, out, method, options, acquisition, prior, prior_path, args, device
+                source,
+                kinds[source] is None,
+                out,
+                method,
+                options,
+                acquisition,
+                prior,
+                prior_path,
+                args,
+                device,
             )
         except (ValueError, FileNotFoundError) as exc:
             if len(jobs) == 1:
@@ -647,6 +673,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from ctblend.demo import hu_window, resolve_prior, shipped_prior
     from ctblend.figures import plot_panels
     from ctblend.geometry_config import write_arrays
+    from ctblend.priors.base import precision_options
     from ctblend.priors.loading import load_prior, read_spec
     from ctblend.priors.unconditional import sample_unconditional
 
@@ -658,7 +685,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             raise ValueError("no shipped prior is installed: pass --prior CHECKPOINT")
     out = _check_output(Path(args.out))
     device = _device(args.device)
-    prior = load_prior(path, device=device, precision=args.precision)
+    prior = load_prior(path, device=device, **precision_options(args.precision, device))
     spec = read_spec(path)
     shape = (args.n_slices, prior.image_size, prior.image_size)
     seed = args.seed or 0
@@ -857,9 +884,23 @@ def _common(parser: argparse.ArgumentParser, options_config: bool = True) -> Non
         )
 
 
-def _acquisition_options(parser: argparse.ArgumentParser) -> None:
+def _precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="network precision (default auto: bf16 where the CPU/GPU has it natively, else "
+        "fp32; fp32 is the reference; bf16 without native support runs fp32 and says so)",
+    )
+
+
+def _acquisition_options(parser: argparse.ArgumentParser, default: str | None) -> None:
     group = parser.add_argument_group("acquisition (for volume inputs)")
-    group.add_argument("--protocol", help="svct4, svct6, svct8, lact90, … (+noise); default svct8")
+    group.add_argument(
+        "--protocol",
+        help="svct4, svct6, svct8, lact90, … (+noise); "
+        + (f"default {default}" if default else "needed for a volume input"),
+    )
     group.add_argument(
         "--geometry",
         metavar="FILE.yaml",
@@ -903,14 +944,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="simulate 8-view CT of a phantom (or --volume) and compare methods",
+        help="simulate 8-view CT of a real chest CT (or --volume) and compare methods",
         description="Simulate sparse-view CT, reconstruct with FBP, SIRT, TV and DiffusionBlend++ "
         "(when a prior is installed), print PSNR/SSIM and write a figure and an HDF5 file.",
     )
     p.add_argument(
         "--volume",
         metavar="PATH",
-        help="a DICOM folder or volume file (default: the procedural phantom)",
+        help="a DICOM folder or volume file (default: the shipped chest-CT excerpt)",
+    )
+    p.add_argument(
+        "--phantom", action="store_true", help="use the procedural phantom instead of real CT"
     )
     p.add_argument(
         "--slices",
@@ -919,19 +963,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="z range of --volume (default: the middle --n-slices slices)",
     )
     p.add_argument(
-        "--n-slices", type=_positive_int, metavar="N", help="slices (default 36; 9 with --quick)"
+        "--n-slices", type=_positive_int, metavar="N", help="slices (default 32; 9 with --quick)"
     )
     p.add_argument(
         "--nfe", type=_positive_int, help="diffusion steps (default 50; 10 with --quick)"
     )
     p.add_argument("--quick", action="store_true", help="a shortened run (CI): 9 slices, 10 steps")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=("auto", "fp32", "bf16"),
-        help="prior network precision (default auto: bf16 where the CPU/GPU has it natively; "
-        "fp32 is the reference)",
-    )
+    _precision_option(p)
     p.add_argument(
         "--prior",
         metavar="PATH",
@@ -962,7 +1000,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plus a PNG view of the sinogram.",
     )
     p.add_argument("volume", help="'phantom' or a DICOM folder / .h5 / .nii(.gz) / .npy(z) volume")
-    _acquisition_options(p)
+    _acquisition_options(p, default="svct8")
     p.add_argument("--no-truth", action="store_true", help="do not store the ground truth")
     p.add_argument("--out", metavar="FILE.h5", help="output file (default <volume>_<protocol>.h5)")
     _common(p)
@@ -994,12 +1032,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prior", metavar="PATH", help="checkpoint folder or shipped prior name")
     p.add_argument("--nfe", type=_positive_int, help="diffusion steps (default 200; dds 100)")
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "bf16"),
-        help="network precision (bf16 autocast, CPU or GPU)",
-    )
+    _precision_option(p)
     p.add_argument("--overwrite", action="store_true", help="recompute existing outputs")
     p.add_argument(
         "--out",
@@ -1007,7 +1040,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output file (default <input>_<method>.h5), or "
         "folder with --inputs (default <DIR>_<method>)",
     )
-    _acquisition_options(p)
+    _acquisition_options(p, default=None)
     _common(p)
     p.set_defaults(handler=_cmd_recon, options=None)
 
@@ -1059,7 +1092,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("DZ", "DY", "DX"),
         help="voxel size written to the file (mm)",
     )
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    _precision_option(p)
     p.add_argument(
         "--out", default="sample.h5", metavar="FILE.h5", help="output (default sample.h5)"
     )

@@ -1,12 +1,14 @@
 """The demo: simulate sparse-view CT of a volume, reconstruct it several ways, score and show it.
 
-``run_demo()`` with no arguments uses the procedural phantom (36 × 128 × 128, cpu128 scale),
-8 noiseless parallel views (``svct8``), and runs FBP, SIRT, TV, FBP-UNet (when a network for the
-protocol is shipped as ``ctblend/weights/fbpunet_cpu128_<protocol>``) and — when a DiffusionBlend++
-prior is installed in ``ctblend/weights/blendpp_cpu128`` (or given) — DiffusionBlend++ with 50
-NFE. It prints a PSNR/SSIM table and writes a figure, a sinogram view, the table and an HDF5
-file with every reconstruction. ``volume_path`` does the same on any volume ``read_volume``
-reads (DICOM folder, HDF5, NIfTI, NumPy).
+``run_demo()`` with no arguments uses the shipped real-CT excerpt (:func:`demo_excerpt`: the 32
+central of 48 slices of the held-out test chest CT ``cptac_pda_chest``, 128 × 128, CC BY 3.0, see
+``ctblend/data/excerpts/LICENSE.md``), 8 noiseless parallel views (``svct8``), and runs FBP,
+SIRT, TV, FBP-UNet (when a network for the protocol is shipped as
+``ctblend/weights/fbpunet_cpu128_<protocol>``) and — when a DiffusionBlend++ prior is installed in
+``ctblend/weights/blendpp_cpu128`` (or given) — DiffusionBlend++ with 50 NFE. It prints a
+PSNR/SSIM table and writes a figure, a sinogram view, the table and an HDF5 file with every
+reconstruction. ``phantom=True`` uses the procedural phantom instead; ``volume_path`` any volume
+``read_volume`` reads (DICOM folder, HDF5, NIfTI, NumPy).
 
 Also here: the input side shared with the CLI (:func:`load_volume`, :func:`phantom_input`)
 and the location of shipped priors (:func:`shipped_prior`).
@@ -27,9 +29,10 @@ from tqdm.auto import tqdm
 
 from ctblend.data.phantom import ct_phantom, phantom_spacing_mm
 from ctblend.data.scaling import HU_MIN, HU_RANGE, hu_to_unit, scale_size, to_scale
-from ctblend.figures import plot_panels, plot_sinogram
+from ctblend.figures import PanelFigure, plot_panels, plot_sinogram
 from ctblend.geometry_config import Acquisition, write_arrays
 from ctblend.io import DataError, read_volume
+from ctblend.io.output import check_writable, write_text
 from ctblend.metrics import volume_scores
 from ctblend.runtime import resolve_device
 
@@ -38,6 +41,7 @@ __all__ = [
     "SHIPPED_PRIOR",
     "DemoResult",
     "VolumeInput",
+    "demo_excerpt",
     "hu_window",
     "load_volume",
     "phantom_input",
@@ -52,7 +56,7 @@ SHIPPED_PRIOR = "blendpp_cpu128"
 DEMO_METHODS = ("fbp", "sirt", "tv", "fbp-unet", "diffusionblend++")
 DEFAULT_WINDOW_HU = (-1000.0, 600.0)
 # Settings of the full demo and of the shortened one (--quick, used in CI).
-FULL = {"n_slices": 36, "nfe": 50, "sirt_iterations": 200, "tv_iterations": 100}
+FULL = {"n_slices": 32, "nfe": 50, "sirt_iterations": 200, "tv_iterations": 100}
 QUICK = {"n_slices": 9, "nfe": 10, "sirt_iterations": 50, "tv_iterations": 30}
 TV_LAMBDA = 0.01
 
@@ -60,6 +64,12 @@ TV_LAMBDA = 0.01
 def hu_window(low: float, high: float) -> tuple[float, float]:
     """An HU display window in [0, 1] units."""
     return ((low - HU_MIN) / HU_RANGE, (high - HU_MIN) / HU_RANGE)
+
+
+def demo_excerpt() -> Path:
+    """The shipped real-CT excerpt: 48 central slices of the test volume ``cptac_pda_chest`` at
+    128² (int16 HU, by ``benchmarks/make_demo_excerpt.py``; CC BY 3.0, attribution beside it)."""
+    return Path(__file__).resolve().parent / "data" / "excerpts" / "cptac_pda_chest_excerpt.h5"
 
 
 def weights_dir() -> Path:
@@ -134,14 +144,16 @@ def load_volume(
 
 
 def score_table(scores: Mapping[str, Mapping[str, float]], seconds: Mapping[str, float]) -> str:
-    """A Markdown table: method, per-plane PSNR (dB) / SSIM, wall time."""
+    """A Markdown table: method, per-plane PSNR (dB) / SSIM, volume PSNR (the figure's number),
+    wall time."""
     head = "| method | axial PSNR | axial SSIM | coronal PSNR | coronal SSIM | sagittal PSNR "
-    head += "| sagittal SSIM | time (s) |"
-    lines = [head, "|---" + "|---:" * 7 + "|"]
+    head += "| sagittal SSIM | volume PSNR | time (s) |"
+    lines = [head, "|---" + "|---:" * 8 + "|"]
     for method, s in scores.items():
         cells = [method]
         for plane in ("axial", "coronal", "sagittal"):
             cells += [f"{s[f'{plane}_psnr']:.2f}", f"{s[f'{plane}_ssim']:.3f}"]
+        cells.append(f"{s['volume_psnr']:.2f}")
         cells.append(f"{seconds.get(method, float('nan')):.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -150,13 +162,14 @@ def score_table(scores: Mapping[str, Mapping[str, float]], seconds: Mapping[str,
 @dataclass(frozen=True)
 class DemoResult:
     """Scores (method → :func:`ctblend.metrics.volume_scores`), wall times, the table, the files
-    written and the prior used (None when DiffusionBlend++ did not run)."""
+    written, the prior used (None when DiffusionBlend++ did not run) and the panel figure."""
 
     scores: dict[str, dict[str, float]]
     seconds: dict[str, float]
     table: str
     files: dict[str, Path]
     prior: Path | None
+    figure: PanelFigure
 
 
 def _load_demo_prior(prior, size: int, device, precision: str, log) -> tuple[Any, Path | None]:
@@ -197,6 +210,7 @@ def run_demo(
     volume_path: str | os.PathLike | None = None,
     out_dir: str | os.PathLike = "ctblend_demo",
     *,
+    phantom: bool = False,
     nfe: int | None = None,
     n_slices: int | None = None,
     size: int | str = "cpu128",
@@ -214,11 +228,16 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo and write ``demo.png``, ``demo_sinogram.png``, ``demo.md`` and ``demo.h5``
     (datasets ``truth``, ``sinogram``, ``recon/<method>``; scores and settings as attributes)
-    into ``out_dir``. ``quick`` shortens every default (9 slices, 10 NFE, fewer iterations).
-    ``precision``: the prior's network precision, ``fp32`` (reference), ``bf16`` or ``auto``
-    (bf16 where the hardware has it natively)."""
-    from ctblend.methods import METHODS, reconstruct
+    into ``out_dir``. The input: ``volume_path``, else the procedural phantom when ``phantom``,
+    else the shipped excerpt (:func:`demo_excerpt`). ``quick`` shortens every default (9 slices,
+    10 NFE, fewer iterations). ``precision``: the prior's network precision, ``auto`` (bf16 where
+    the hardware has it natively, else fp32), ``fp32`` (reference) or ``bf16`` (fp32 with a
+    logged reason where the CPU lacks native bf16)."""
+    from ctblend.methods import METHODS, method_steps, reconstruct
 
+    out = check_writable(out_dir)
+    if phantom and volume_path is not None:
+        raise ValueError(f"both a volume ({volume_path}) and the phantom asked for; expected one")
     settings = dict(QUICK if quick else FULL)
     nfe = settings["nfe"] if nfe is None else int(nfe)
     n_slices = settings["n_slices"] if n_slices is None else int(n_slices)
@@ -229,10 +248,11 @@ def run_demo(
         raise ValueError(f"nfe={nfe}, n_slices={n_slices}; expected nfe >= 1 and n_slices >= 3")
     dev = resolve_device(device)
     size = scale_size(size)
-    if volume_path is None:
+    if phantom:
         vol = phantom_input(n_slices, size, seed)
     else:
-        vol = load_volume(volume_path, size, slices, n_central=None if slices else n_slices)
+        path = demo_excerpt() if volume_path is None else volume_path
+        vol = load_volume(path, size, slices, n_central=None if slices else n_slices)
     acquisition = Acquisition(protocol=protocol)
     truth = torch.from_numpy(vol.x)
     A = acquisition.operator(truth.shape)
@@ -267,15 +287,16 @@ def run_demo(
         if method in networks and net is None:
             continue
         config = dict(options[method])
-        bar = None
-        if method == "diffusionblend++":
-            bar = tqdm(total=nfe, desc=method, unit="step", disable=not progress, leave=False)
-            config["callback"] = lambda step, t, x0, bar=bar: bar.update(1)
+        steps = method_steps(method, config)
+        bar = tqdm(
+            total=steps, desc=method, unit="step", disable=not (progress and steps), leave=False
+        )
+        if steps:
+            config["callback"] = lambda *_, bar=bar: bar.update(1)
         start = time.perf_counter()
         x, record = reconstruct(method, y, A, net, **config)
         seconds[method] = time.perf_counter() - start
-        if bar is not None:
-            bar.close()
+        bar.close()
         recons[method] = x.detach().float().cpu()
         records[method] = record
         scores[method] = volume_scores(recons[method], truth)
@@ -287,23 +308,24 @@ def run_demo(
     log("")
     log(table)
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = f"{Path(vol.source).name} — {acquisition.name}"
+    figure = plot_panels(
+        {"ground truth": truth, **recons},
+        out / "demo.png",
+        window=hu_window(*window_hu),
+        spacing=vol.spacing_mm,
+        title=title,
+        psnr={method: s["volume_psnr"] for method, s in scores.items()},
+    )
     files = {
-        "figure": plot_panels(
-            {"ground truth": truth, **recons},
-            out / "demo.png",
-            window=hu_window(*window_hu),
-            spacing=vol.spacing_mm,
-            title=title,
-        ).path,
+        "figure": figure.path,
         "sinogram": out / "demo_sinogram.png",
         "table": out / "demo.md",
         "hdf5": out / "demo.h5",
     }
     plot_sinogram(y.cpu(), files["sinogram"], title=title)
-    _write_text(files["table"], f"# ctblend demo\n\n{title}, seed {seed}\n\n{table}\n")
+    write_text(files["table"], f"# ctblend demo\n\n{title}, seed {seed}\n\n{table}\n")
     attrs = {
         "kind": "ctblend-demo",
         "source": vol.source,
@@ -320,14 +342,4 @@ def run_demo(
     write_arrays(files["hdf5"], arrays, spacing_mm=vol.spacing_mm, attrs=attrs)
     log("")
     log("wrote " + ", ".join(str(p) for p in files.values()))
-    return DemoResult(scores, seconds, table, files, prior_path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return DemoResult(scores, seconds, table, files, prior_path, figure)

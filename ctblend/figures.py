@@ -19,6 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from skimage.metrics import peak_signal_noise_ratio
 
+from ctblend.io.output import atomic_path
+
 __all__ = ["PLANES", "PanelFigure", "plot_loss_curve", "plot_panels", "plot_sinogram"]
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -48,17 +50,10 @@ def _as_array(name: str, value) -> np.ndarray:
 
 
 def _save(fig: Figure, path: str | os.PathLike, dpi: int) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    try:
-        FigureCanvasAgg(fig)
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def _plane(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
@@ -92,6 +87,7 @@ def plot_panels(
     spacing: Sequence[float] | None = None,
     error_window: float | None = None,
     title: str | None = None,
+    psnr: Mapping[str, float] | None = None,
     dpi: int = 100,
 ) -> PanelFigure:
     """Axial / coronal / sagittal rows × one column per volume, written as a PNG to ``path``.
@@ -99,7 +95,9 @@ def plot_panels(
     volumes: name → ``(Z, H, W)`` (numpy or torch), all of one shape, drawn in dict order with
     one grey ``window`` (vmin, vmax). When ``truth_key`` is among them, three rows of signed error
     maps (volume − truth, symmetric window ``±error_window``, default a fifth of the grey window)
-    follow, and column titles give the volume PSNR (clipped to [0, 1], data range 1). The last
+    follow, and column titles give the volume PSNR: the caller's ``psnr[name]`` (so the figure
+    prints the number of the caller's table), else computed here (clipped to [0, 1], data
+    range 1). The last
     row plots every volume along z through the (y, x) crossing of the coronal and sagittal
     planes (marked on the first column). ``slices``: (z, y, x) indices of the three planes
     (default: the centre). ``spacing``: voxel size (dz, dy, dx) for the aspect ratios.
@@ -166,10 +164,12 @@ def plot_panels(
             if r == 0:
                 label = key
                 if key in compared:
-                    psnr = peak_signal_noise_ratio(
-                        truth, np.clip(arrays[key], 0, 1), data_range=1.0
-                    )
-                    label += f"\nPSNR {psnr:.2f} dB"
+                    value = (psnr or {}).get(key)
+                    if value is None:
+                        value = peak_signal_noise_ratio(
+                            truth, np.clip(arrays[key], 0, 1), data_range=1.0
+                        )
+                    label += f"\nPSNR {value:.2f} dB"
                 ax.set_title(label, fontsize=10)
     first = keys[0]
     axes[("axial", first)].plot([x], [y], marker="+", color="tab:orange", markersize=10)
@@ -199,7 +199,7 @@ def plot_panels(
     profile.set_xlabel("z (mm)" if spacing is not None else "z (slice)")
     profile.set_ylabel(f"value at (y={y}, x={x})")
     profile.grid(alpha=0.3)
-    profile.legend(fontsize=8, ncols=min(len(keys), 4))
+    profile.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0))  # off the curves
     if title:
         fig.suptitle(title)
     saved = _save(fig, path, dpi)

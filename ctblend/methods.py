@@ -50,6 +50,22 @@ class DiffusionConfig:
     partition: str = "adjacency+cross"  # "fixed", "adjacency", "adjacency+cross" (blend++ only)
     cross_every: int = 2
 
+    def __post_init__(self) -> None:
+        for name, low in (("nfe", 1), ("cg_iters", 0), ("admm_iterations", 1), ("cross_every", 1)):
+            _check_at_least(name, getattr(self, name), low)
+        for name in ("eta", "gamma", "rho"):
+            _check_at_least(name, getattr(self, name), 0.0)
+        if self.lam is not None:
+            _check_at_least("lam", self.lam, 0.0)
+
+
+def _check_at_least(name: str, value, low: float) -> None:
+    """A one-line ValueError unless ``value`` is a number >= ``low`` (an int where ``low`` is)."""
+    kind = int if isinstance(low, int) else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+        expected = f"an integer >= {low}" if kind is int else f"a number >= {low}"
+        raise ValueError(f"option {name}={value!r}; expected {expected}")
+
 
 def _check_inputs(method: str, y: Tensor, A: ops.Operator, prior: VolumePrior | None) -> None:
     if method not in METHODS:
@@ -152,13 +168,14 @@ def _fbp(method, y, A, prior, filter: str = "ram-lak"):  # noqa: A002
     return ops.fbp(A, y, filter=filter), {"config": {"filter": filter}, "nfe": 0}
 
 
-def _sirt(method, y, A, prior, iterations: int = 200):
-    x = ops.sirt(A, y, iterations, min_constraint=0.0, max_constraint=1.0)
+def _sirt(method, y, A, prior, iterations: int = 200, callback=None):
+    callbacks = () if callback is None else (lambda k, x: callback(k, x) and False,)
+    x = ops.sirt(A, y, iterations, min_constraint=0.0, max_constraint=1.0, callbacks=callbacks)
     return x, {"config": {"iterations": iterations}, "nfe": 0}
 
 
-def _tv(method, y, A, prior, lam: float = 0.01, iterations: int = 300):
-    x = tv_least_squares(A, y, lam=lam, iterations=iterations)
+def _tv(method, y, A, prior, lam: float = 0.01, iterations: int = 300, callback=None):
+    x = tv_least_squares(A, y, lam=lam, iterations=iterations, callback=callback)
     return x, {"config": {"lam": lam, "iterations": iterations}, "nfe": 0}
 
 
@@ -192,18 +209,45 @@ def method_options(method: str) -> tuple[str, ...]:
     return tuple(name for name in params if name not in ("method", "y", "A", "prior"))
 
 
-def reconstruct(
-    method: str, y: Tensor, A: ops.Operator, prior: VolumePrior | None = None, **config
-) -> tuple[Tensor, dict]:
-    """Reconstruct ``(Z, H, W)`` from ``y`` ``(Z, V, D)``; returns the volume and a record
-    ``{method, config, seed, nfe, seconds, ...}``. Bad input fails before any heavy work."""
-    _check_inputs(method, y, A, prior)
+def method_steps(method: str, config: dict) -> int | None:
+    """How often ``reconstruct(method, …, **config)`` calls its ``callback`` (the NFE of a
+    diffusion method, the iterations of ``sirt``/``tv``), None for one-shot methods."""
+    if method in PRIOR_OF_METHOD:
+        return int(config.get("nfe", 100 if method == "dds" else DiffusionConfig.nfe))
+    defaults = inspect.signature(_REGISTRY[method]).parameters
+    if "callback" not in defaults:
+        return None
+    return int(config.get("iterations", defaults["iterations"].default))
+
+
+def check_options(method: str, config: dict) -> None:
+    """Fail (one-line ValueError) on an option ``method`` lacks or a value out of range, before
+    any work: diffusion options through :class:`DiffusionConfig`, iterations >= 1, lam >= 0."""
     unknown = sorted(set(config) - set(method_options(method)))
     if unknown:
         raise ValueError(
             f"method {method!r} has no option {unknown[0]!r}; "
             f"its options: {', '.join(method_options(method)) or 'none'}"
         )
+    values = {k: v for k, v in config.items() if k != "callback"}
+    try:
+        if method in PRIOR_OF_METHOD:
+            DiffusionConfig(**values)
+        if method in ("sirt", "tv") and "iterations" in values:
+            _check_at_least("iterations", values["iterations"], 1)
+        if method == "tv" and "lam" in values:
+            _check_at_least("lam", values["lam"], 0.0)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"method {method!r}: {exc}") from None
+
+
+def reconstruct(
+    method: str, y: Tensor, A: ops.Operator, prior: VolumePrior | None = None, **config
+) -> tuple[Tensor, dict]:
+    """Reconstruct ``(Z, H, W)`` from ``y`` ``(Z, V, D)``; returns the volume and a record
+    ``{method, config, seed, nfe, seconds, ...}``. Bad input fails before any heavy work."""
+    _check_inputs(method, y, A, prior)
+    check_options(method, config)
     start = time.perf_counter()
     x, record = _REGISTRY[method](method, y, A, prior, **config)
     record.update(method=method, seconds=time.perf_counter() - start)

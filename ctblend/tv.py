@@ -8,6 +8,7 @@ with ∇ the forward differences along (z, y, x) (zero at the far border, no wra
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -42,9 +43,11 @@ def tv_least_squares(
     iterations: int = 200,
     bounds: tuple[float, float] | None = (0.0, 1.0),
     x0: Tensor | None = None,
+    callback: Callable[[int, Tensor], object] | None = None,
 ) -> Tensor:
     """PDHG iterations for the problem above, every batch item of ``y``
-    ``(..., *A.range_shape)`` on its own; returns ``(..., *A.domain_shape)``."""
+    ``(..., *A.range_shape)`` on its own; returns ``(..., *A.domain_shape)``.
+    ``callback(k, x)`` is called after iteration ``k`` (e.g. for progress)."""
     if len(A.domain_shape) != 3:
         raise ValueError(
             f"tv_least_squares needs a (Z, H, W) operator domain, got {A.domain_shape}"
@@ -61,7 +64,7 @@ def tv_least_squares(
     x_bar = x.clone()
     p = torch.zeros_like(y)
     q = torch.zeros((3, *shape), dtype=y.dtype, device=y.device)
-    for _ in range(iterations):
+    for k in range(iterations):
         p = (p + sigma * (A(x_bar) - y)) / (1 + sigma)
         q = q + sigma * gradient(x_bar)
         magnitude = torch.linalg.vector_norm(q, dim=0, keepdim=True)
@@ -71,4 +74,6 @@ def tv_least_squares(
             x_new = x_new.clamp(*bounds)
         x_bar = 2 * x_new - x
         x = x_new
+        if callback is not None:
+            callback(k, x)
     return x

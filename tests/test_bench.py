@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import stat
 from dataclasses import replace
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -22,6 +25,7 @@ from ctblend.models.unet import UNetConfig
 from ctblend.training import BlobDataset, load_config, train
 
 SIZE = 32
+WEIGHTS = Path(__file__).resolve().parents[1] / "ctblend" / "weights"
 #: What protocol.md asks every table to hold (written out here, not taken from the module).
 REQUIRED = [
     "volume",
@@ -72,7 +76,7 @@ def _quick(tmp_path, **changes) -> BenchConfig:
     args = parser.parse_args(
         ["--quick", "--out", str(tmp_path / "bench"), "--volumes", "phantom:8"]
     )
-    return replace(config_from_args(args), **changes)
+    return replace(config_from_args(args), precision="fp32", **changes)
 
 
 def _identity_fbp_unet(folder, protocol: str) -> None:
@@ -188,6 +192,15 @@ def test_resume_skips_finished_cells(tmp_path):
     assert (tmp_path / "bench" / "cells" / cells[0].name).is_file()  # recomputed
     assert second[0]["axial_psnr"] == pytest.approx(first[0]["axial_psnr"], abs=1e-9)
     assert second[2]["status"].startswith("skipped: no prior")
+    shipped = WEIGHTS / "blendpp_cpu128" / "config.json"
+    if shipped.is_file():  # shipped, but for another size: the reason names both sizes
+        size = json.loads(shipped.read_text())["image_size"]
+        assert f"blendpp_cpu128 is {size}²" in second[2]["status"]
+        assert f"for {SIZE}²" in second[2]["status"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for cell in (tmp_path / "bench" / "cells").glob("*.json"):  # not private (mkstemp's 0600)
+        assert stat.S_IMODE(cell.stat().st_mode) == 0o666 & ~umask
 
     with pytest.raises(ValueError, match="other settings.*config"):
         run_bench(replace(config, sirt_iterations=5))
@@ -260,11 +273,17 @@ def test_command_line_options(tmp_path):
         parser.parse_args(["--quick", "--scale", "64", "--nfe", "7", "--precision", "bf16"])
     )
     assert quick.size == 64 and quick.nfe == 7 and quick.volumes == ("phantom:18",)
-    assert quick.precision == "bf16" and config.precision == "fp32"
+    assert quick.precision == "bf16" and config.precision == "auto"
     with pytest.raises(ValueError, match="precision"):
         BenchConfig(precision="fp16")
 
 
+@pytest.mark.skipif(
+    not any(f in Path("/proc/cpuinfo").read_text() for f in ("avx512_bf16", "amx_bf16"))
+    if Path("/proc/cpuinfo").is_file()
+    else True,
+    reason="no native bf16 on this CPU: bf16 runs as fp32 here (see test_cli.py)",
+)
 def test_bf16_cells_are_labelled_and_never_mixed_with_fp32(tmp_path, blendpp_prior):
     """bf16 runs the same sampler (ε within ~1 %, so PSNR within a fraction of a dB of fp32) and
     records its precision; an fp32 folder refuses to resume as bf16."""

@@ -235,6 +235,11 @@ def _error_cases(work: Path, tmp_path: Path) -> dict[str, tuple[list, str]]:
     (tmp_path / "model.pt").write_bytes(b"\x80\x04not really a pickle")
     (tmp_path / "nodet.yaml").write_text("type: parallel\nangles: 8\n")
     (tmp_path / "bad.yaml").write_text("nfe: 3\nflavour: strong\n")
+    (tmp_path / "notes.h5").write_text("a text file, renamed\n")
+    data = (work / "sino.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 3])
+    hu = (ct_phantom((4, 32, 32), seed=1) * 4095 - 1024).astype(np.float32)
+    write_hdf5(tmp_path / "volume.h5", hu, spacing_mm=(2.0, 12.5, 12.5))
     sino = work / "sino.h5"
     return {
         "missing input": (["recon", tmp_path / "missing.h5", "--out", "a.h5"], "missing.h5"),
@@ -286,6 +291,29 @@ def _error_cases(work: Path, tmp_path: Path) -> dict[str, tuple[list, str]]:
             ["simulate", "phantom", "--protocol", "svct", "--out", "a.h5"],
             "unknown protocol 'svct'",
         ),
+        "negative iterations": (
+            ["recon", sino, "--method", "sirt", "iterations=-5", "--out", "a.h5"],
+            "iterations=-5",
+        ),
+        "zero tv iterations": (
+            ["recon", sino, "--method", "tv", "iterations=0", "--out", "a.h5"],
+            "iterations=0",
+        ),
+        "text renamed .h5": (["recon", tmp_path / "notes.h5", "--out", "a.h5"], "not an HDF5 file"),
+        "truncated .h5": (["recon", tmp_path / "cut.h5", "--out", "a.h5"], "truncated HDF5 file"),
+        "a volume without a protocol": (
+            ["recon", tmp_path / "volume.h5", "--out", "a.h5"],
+            "is a volume (an HDF5 volume",
+        ),
+        "unwritable recon output": (["recon", sino, "--out", "/proc/a.h5"], "--out /proc/a.h5"),
+        "unwritable demo folder": (
+            ["demo", "--quick", "--methods", "fbp", "--out", "/proc/ctblend_demo"],
+            "--out /proc/ctblend_demo",
+        ),
+        "missing demo volume": (
+            ["demo", "--volume", tmp_path / "gone.h5", "--out", "a.h5"],
+            "gone.h5: no such file",
+        ),
     }
 
 
@@ -324,7 +352,88 @@ def test_user_errors_exit_2_with_one_line_and_no_output(work, tmp_path, monkeypa
             except SystemExit as exc:  # argparse errors
                 code = exc.code
         _check_error(name, code, err.getvalue(), cases[name][1])
-    assert files_in(tmp_path) == {"model.pt", "nodet.yaml", "bad.yaml"}
+    assert files_in(tmp_path) == {
+        "model.pt",
+        "nodet.yaml",
+        "bad.yaml",
+        "notes.h5",
+        "cut.h5",
+        "volume.h5",
+    }
+
+
+def test_path_errors_come_before_heavy_imports(tmp_path):
+    """A missing input or an unwritable output is reported before torch is imported."""
+    script = (
+        "import sys\nfrom ctblend.cli import main\n"
+        "code = main(sys.argv[1:])\nprint('torch' in sys.modules, code)\n"
+    )
+    for args in (
+        ["recon", "missing.h5", "--method", "diffusionblend++"],
+        ["recon", "missing.h5", "--out", "/proc/a.h5"],
+        ["demo", "--volume", "missing.h5"],
+        ["demo", "--out", "/proc/ctblend_demo"],
+        ["simulate", "missing.nii", "--out", "a.h5"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.stdout.split() == ["False", "2"], (args, proc.stdout, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "ctblend: error:" in proc.stderr
+
+
+def test_precision_defaults_to_auto_and_bf16_without_native_support_runs_fp32(
+    work, tmp_path, monkeypatch
+):
+    """The "no native bf16" answer is forced (this machine may have it): an explicit bf16 then
+    runs fp32 with one warning line; auto picks fp32 silently."""
+    import warnings
+
+    from ctblend.cli import build_parser
+    from ctblend.priors import base
+
+    parser = build_parser()
+    for command in (["demo"], ["recon", "x.h5"], ["sample"]):
+        assert parser.parse_args(command).precision == "auto"
+    monkeypatch.setattr(base, "cpu_has_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no AVX512-BF16/AMX.*running fp32"):
+        assert base.precision_options("bf16", "cpu")["precision"] == "fp32"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert base.precision_options("auto", "cpu") == {
+            "precision": "fp32",
+            "channels_last": False,
+        }
+    monkeypatch.chdir(tmp_path)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(
+            [
+                "recon",
+                str(work / "sino.h5"),
+                "--method",
+                "diffusionblend++",
+                "--prior",
+                str(work / "prior_blendpp"),
+                "--nfe",
+                "2",
+                "--precision",
+                "bf16",
+                "--quiet",
+                "--out",
+                "b.h5",
+            ]
+        )
+    assert code == 0
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ctblend: warning: bf16 asked for"), lines
+    monkeypatch.setattr(base, "cpu_has_bf16", lambda: True)
+    assert base.precision_options("auto", "cpu") == {"precision": "bf16", "channels_last": True}
 
 
 def test_demo_quick_end_to_end(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from ctblend.io import DataError, DataWarning, read_volume, write_hdf5
+from ctblend.io import DataError, DataWarning, read_volume, write_dicom_series, write_hdf5
 
 # From ../shared/data/ct/MANIFEST.md (the volume table): shape (z, y, x) and spacing [dz, dy, dx].
 MANIFEST_VOLUMES = {
@@ -269,3 +269,24 @@ def test_unknown_and_missing_paths(tmp_path: Path) -> None:
     with pytest.raises(DataError) as excinfo:
         read_volume(tmp_path / "absent.h5")
     assert_one_line_error(excinfo, "absent.h5", "not found")
+
+
+def test_text_renamed_h5_is_not_hdf5(tmp_path: Path) -> None:
+    path = tmp_path / "notes.h5"
+    path.write_text("a text file, renamed\n")
+    with pytest.raises(DataError) as excinfo:
+        read_volume(path)
+    assert_one_line_error(excinfo, str(path), "not an HDF5 file", "expected a complete HDF5 file")
+    assert "truncated" not in str(excinfo.value)
+
+
+def test_truncated_dicom_file_says_truncated(tmp_path: Path) -> None:
+    hu = np.arange(4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16)
+    folder = write_dicom_series(tmp_path / "series", hu, (2.0, 1.0, 1.0))
+    victim = sorted(folder.iterdir())[1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[:-100])  # the end of the pixel data is gone
+    with pytest.raises(DataError) as excinfo:
+        read_volume(folder)
+    assert_one_line_error(excinfo, str(victim), "truncated", f"{16 * 16 * 2 - 100} of the 512")
+    assert "pylibjpeg" not in str(excinfo.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import h5py
@@ -144,3 +146,18 @@ def test_dicom_export_reads_back(tmp_path: Path) -> None:
         write_dicom_series(folder, hu, (2.0, 0.5, 0.6))
     assert "not an empty folder" in str(excinfo.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_outputs_get_the_umask_mode_not_a_private_one(tmp_path: Path) -> None:
+    """Atomic writes go through a private temporary; the result has the mode ``open`` gives."""
+    before = os.umask(0o022)
+    try:
+        h5 = write_hdf5(tmp_path / "v.h5", np.zeros((2, 4, 4), np.int16), spacing_mm=(1, 1, 1))
+        dicom = write_dicom_series(tmp_path / "dcm", np.zeros((2, 4, 4)), (1.0, 1.0, 1.0))
+        os.umask(0o077)
+        private = write_hdf5(tmp_path / "p.h5", np.zeros((2, 4, 4)), spacing_mm=(1, 1, 1))
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(h5.stat().st_mode) == 0o644
+    assert stat.S_IMODE(dicom.stat().st_mode) == 0o755  # a folder
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600  # the user's umask decides

@@ -43,7 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--geometry", help="2D geometry YAML used instead of the named protocols")
     add("--spacing", nargs=3, type=float, metavar=("DZ", "DY", "DX"), help="for .npy volumes")
     add("--device", help="cpu (default), cuda or auto")
-    add("--precision", choices=("fp32", "bf16", "auto"), help="diffusion networks (default fp32)")
+    add(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="diffusion networks (default auto: bf16 where native, else fp32)",
+    )
     add("--threads", type=int, help="torch CPU threads")
     add("--no-volumes", action="store_true", help="do not store reconstructions (no panels)")
     add("--quick", action="store_true", help="tiny CI run: phantom at 32², few iterations")

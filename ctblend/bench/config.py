@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from ctblend.bench.records import atomic_write
 from ctblend.data.scaling import SCALES, scale_size
+from ctblend.io.output import write_text
 from ctblend.protocol import get_protocol
 from ctblend.training.config import read_yaml_config
 
@@ -61,7 +61,8 @@ class BenchConfig:
     FBP-UNet folder per protocol (None: ``ctblend/weights/fbpunet_<scale>_<protocol>``).
     spacing_mm: voxel spacing for files without one (``.npy``). precision: how the diffusion
     priors' networks run: ``fp32`` (reference), ``bf16`` (autocast; ~4× faster on CPUs with
-    AVX512-BF16/AMX, ε within ~0.3 %) or ``auto`` (bf16 where the hardware has it); the precision
+    AVX512-BF16/AMX, ε within ~0.3 %; fp32 with a warning where the hardware lacks it) or
+    ``auto`` (the default: bf16 where the hardware has it natively, else fp32); the precision
     used is part of each cell's prior label, so cells of different precision are never mixed.
     """
 
@@ -85,7 +86,7 @@ class BenchConfig:
     geometry: str | None = None
     spacing_mm: tuple[float, float, float] | None = None
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = "auto"
     save_volumes: bool = True
     panels: bool = True
 
@@ -148,7 +149,7 @@ class BenchConfig:
         return cls(**data)
 
     def to_yaml(self, path: str | Path) -> None:
-        atomic_write(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> BenchConfig:

@@ -146,7 +146,7 @@ class Priors:
         kind = PRIOR_OF_METHOD[method]
         path, explicit = self.paths[kind]
         if path is None:
-            return None, "", f"skipped: no prior (no {kind!r} prior given or shipped)"
+            return None, "", self._missing(kind)
         key = ("diffusion", kind)
         if key not in self.cache:
             try:
@@ -165,6 +165,21 @@ class Priors:
                     raise
                 self.cache[key] = (None, path.name, f"skipped: no prior ({exc})")
         return self.cache[key]
+
+    def _missing(self, kind: str) -> str:
+        """The skip reason when no ``kind`` prior fits: none shipped, or shipped for other sizes."""
+        sizes = []
+        for folder in sorted(WEIGHTS_DIR.glob(f"{SHIPPED_PRIORS[kind]}_*")):
+            try:
+                sizes.append(f"{folder.name} is {read_spec(folder).image_size}²")
+            except CheckpointError:
+                continue
+        if not sizes:
+            return f"skipped: no prior (no {kind!r} prior given or shipped)"
+        return (
+            f"skipped: no prior (no {kind!r} prior for {self.config.size}²: shipped "
+            f"{', '.join(sizes)}; give one with --prior-{SHIPPED_PRIORS[kind]} or use that scale)"
+        )
 
     def _fbp_unet(self, protocol_name: str) -> tuple[Any, str, str | None]:
         from ctblend.baselines.fbp_unet import FBPUNet, read_fbp_unet_spec

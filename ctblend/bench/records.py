@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,18 +45,6 @@ class Cell:
 def cell_key(volume: str, protocol: str, method: str, ablation: str, seed: int) -> str:
     raw = f"{volume}__{protocol}__{method}__{ablation}__seed{seed}"
     return re.sub(r"[^A-Za-z0-9._+=-]", "_", raw)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def json_safe(value: Any) -> Any:

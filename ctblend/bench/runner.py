@@ -19,7 +19,6 @@ from ctblend.bench.inputs import Priors, bench_acquisitions, load_volume, resolv
 from ctblend.bench.memory import PeakMemory
 from ctblend.bench.records import (
     Cell,
-    atomic_write,
     blank_row,
     json_safe,
     load_cell,
@@ -27,6 +26,7 @@ from ctblend.bench.records import (
 )
 from ctblend.bench.tables import write_panel, write_tables
 from ctblend.io import write_hdf5
+from ctblend.io.output import write_text
 from ctblend.methods import PRIOR_OF_METHOD, DiffusionConfig, reconstruct
 from ctblend.metrics import volume_scores
 from ctblend.runtime import describe_machine, machine_info, resolve_device
@@ -191,5 +191,5 @@ def run_cell(
     )
     record_json = {k: v for k, v in record.items() if k != "config"}
     stored = {"row": row, "fingerprint": fingerprint, "record": record_json}
-    atomic_write(cell_path, json.dumps(json_safe(stored), indent=1) + "\n")
+    write_text(cell_path, json.dumps(json_safe(stored), indent=1) + "\n")
     return json_safe(row)

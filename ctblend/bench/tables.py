@@ -13,7 +13,8 @@ import numpy as np
 
 from ctblend.bench.config import DEFAULT_ABLATION, BenchConfig
 from ctblend.bench.memory import MEMORY_NOTE
-from ctblend.bench.records import COLUMNS, Cell, atomic_write, json_safe, read_reconstructions
+from ctblend.bench.records import COLUMNS, Cell, json_safe, read_reconstructions
+from ctblend.io.output import write_text
 from ctblend.methods import DiffusionConfig
 from ctblend.metrics import PLANES
 from ctblend.runtime import describe_machine
@@ -35,20 +36,26 @@ def write_panel(
         from ctblend.figures import plot_panels
     except ImportError:
         return ["panels not drawn: ctblend.figures.plot_panels is not available (re-run to draw)"]
-    methods = [
-        row["method"]
+    psnr = {
+        row["method"]: row["volume_psnr"]
         for row in rows
         if (row["volume"], row["protocol"], row["seed"], row["ablation"], row["status"])
         == (panel.volume, panel.protocol, panel.seed, DEFAULT_ABLATION, "done")
-    ]
-    volumes = {"ground truth": truth, **read_reconstructions(out, panel, methods)}
+    }
+    volumes = {"ground truth": truth, **read_reconstructions(out, panel, list(psnr))}
     if len(volumes) < 2:
         return []
     title = f"{panel.volume}, {panel.protocol}, seed {panel.seed}"
     target = out / "panels" / f"{panel.key}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     plot_panels(
-        volumes, target, truth_key="ground truth", window=(0, 1), spacing=spacing, title=title
+        volumes,
+        target,
+        truth_key="ground truth",
+        window=(0, 1),
+        spacing=spacing,
+        title=title,
+        psnr=psnr,
     )
     return []
 
@@ -210,8 +217,8 @@ def write_tables(
     volume_info: dict,
     notes: list[str],
 ) -> None:
-    atomic_write(out / "results.md", _markdown(config, rows, machine, volume_info, notes))
-    atomic_write(out / "results.csv", _csv_text(rows))
+    write_text(out / "results.md", _markdown(config, rows, machine, volume_info, notes))
+    write_text(out / "results.csv", _csv_text(rows))
     payload = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,
@@ -222,4 +229,4 @@ def write_tables(
         "columns": list(COLUMNS),
         "rows": [json_safe({k: r.get(k) for k in COLUMNS}) for r in rows],
     }
-    atomic_write(out / "results.json", json.dumps(payload, indent=1) + "\n")
+    write_text(out / "results.json", json.dumps(payload, indent=1) + "\n")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ctblend.io.output import atomic_path
 from ctblend.io.volume import (
     DOC_SUFFIXES,
     CTVolume,
@@ -227,11 +226,32 @@ def read_dicom_series(folder: str | os.PathLike) -> CTVolume:
     return CTVolume(hu=hu, spacing_mm=spacing, meta=meta)
 
 
+def _check_complete(path: Path, ds, size: tuple[int, int]) -> None:
+    """A one-line DataError saying "truncated" when the file ends before its pixel data does."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if "PixelData" not in ds:
+        raise DataError(
+            f"{path}: no pixel data ({path.stat().st_size} bytes; the file may be truncated); "
+            "expected a complete DICOM image file"
+        )
+    if syntax is None or syntax.is_compressed:
+        return
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    expected = size[0] * size[1] * samples * int(ds.get("BitsAllocated", 16) or 16) // 8
+    found = len(ds.PixelData)
+    if found < expected:
+        raise DataError(
+            f"{path}: truncated file ({path.stat().st_size} bytes): its pixel data has {found} "
+            f"of the {expected} bytes of a {size[0]}×{size[1]} image; expected a complete file"
+        )
+
+
 def _dicom_slice_hu(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, bool]:
     """HU of one slice (float32) and whether slope/intercept are integers."""
     import pydicom
 
     ds = pydicom.dcmread(path, force=True)
+    _check_complete(path, ds, size)
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
@@ -281,9 +301,7 @@ def write_dicom_series(
     origin = np.asarray(origin_lps_mm, dtype=np.float64)
     study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    try:
+    with atomic_path(folder, folder=True) as tmp:
         for k, image in enumerate(values):
             meta = FileMetaDataset()
             meta.MediaStorageSOPClassUID = CTImageStorage
@@ -334,10 +352,4 @@ def write_dicom_series(
             ds.WindowWidth = 400
             ds.PixelData = np.ascontiguousarray(image).astype("<i2").tobytes()
             ds.save_as(tmp / f"{k + 1:04d}.dcm", enforce_file_format=True)
-        if folder.exists():
-            folder.rmdir()
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder

@@ -6,7 +6,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ctblend.io.output import atomic_path
 from ctblend.io.volume import (
     RESERVED_ATTRS,
     CTVolume,
@@ -24,17 +24,39 @@ from ctblend.io.volume import (
 )
 
 
-def _open_hdf5(path: Path, chunk_cache_bytes: int | None = None) -> h5py.File:
+def open_hdf5(path: Path, chunk_cache_bytes: int | None = None) -> h5py.File:
+    """``path`` opened read-only; a one-line DataError says why when it cannot be (missing,
+    not HDF5, truncated)."""
     try:
         return h5py.File(path, "r", rdcc_nbytes=chunk_cache_bytes)
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found; expected an HDF5 file") from exc
     except OSError as exc:
-        message = str(exc).splitlines()[0]
         raise DataError(
-            f"{path}: cannot open as HDF5 ({message}); expected a complete HDF5 file "
-            "(is it truncated or not HDF5?)"
+            f"{path}: {_why_unreadable(path, exc)}; expected a complete HDF5 file"
         ) from exc
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _why_unreadable(path: Path, exc: OSError) -> str:
+    """Why h5py cannot open ``path``: not HDF5 at all, truncated, or h5py's own reason."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:  # the signature sits at 0, 512, 1024, 2048, … (user block)
+        offsets = [0] + [512 << k for k in range(max(0, size.bit_length() - 9))]
+        found = False
+        for offset in offsets:
+            fh.seek(offset)
+            if fh.read(8) == HDF5_SIGNATURE:
+                found = True
+                break
+    if not found:
+        return f"not an HDF5 file (no HDF5 signature in its {size} bytes)"
+    message = str(exc).splitlines()[0]
+    if "truncated" in message or "eof" in message.lower():
+        return f"truncated HDF5 file ({size} bytes; h5py: {message})"
+    return f"cannot open as HDF5 ({message})"
 
 
 def open_hdf5_volume(
@@ -46,7 +68,7 @@ def open_hdf5_volume(
     one-chunk-per-slice files read slice by slice. The caller closes ``dset.file`` when done.
     """
     path = Path(path)
-    f = _open_hdf5(path, chunk_cache_bytes)
+    f = open_hdf5(path, chunk_cache_bytes)
     try:
         if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
             found = sorted(f.keys())
@@ -178,14 +200,7 @@ def write_hdf5(
     attrs.setdefault("versions", _versions())
     chunks = (1,) * (array.ndim - 2) + array.shape[-2:] if array.ndim >= 2 else True
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
             f.create_dataset(
                 dataset,
@@ -218,10 +233,6 @@ def write_hdf5(
                 f.attrs["json_attrs"] = json.dumps(json_keys)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -1,0 +1,74 @@
+"""Output files: a write check before the work, and atomic writes with the usual permissions."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ctblend.io.volume import DataError
+
+
+def default_mode(folder: bool = False) -> int:
+    """The mode a plain ``open``/``mkdir`` gives under the current umask (0644 / 0755 for 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
+def check_writable(folder: str | os.PathLike, what: str = "--out") -> Path:
+    """Fail now, with one line naming ``what`` and ``folder``, when files cannot be created in
+    ``folder`` (made later if missing): its nearest existing ancestor must be a folder that takes
+    a new file (read-only mounts and missing permissions fail here, before any work)."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DataError(f"{what} {folder}: {existing} is a file; expected a folder to write into")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise DataError(
+            f"{what} {folder}: cannot create files in {existing} ({reason}); "
+            "expected a writable folder"
+        ) from None
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, folder: bool = False) -> Iterator[Path]:
+    """A temporary file (or folder) beside ``path`` to write; when the block ends it gets the
+    umask's usual mode and is renamed onto ``path``, on an error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"dir": path.parent, "prefix": f".{path.name}.", "suffix": ".tmp"}
+    if folder:
+        tmp = Path(tempfile.mkdtemp(**options))
+    else:
+        fd, name = tempfile.mkstemp(**options)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        tmp.chmod(default_mode(folder))  # mkstemp/mkdtemp made it private
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            for child in tmp.iterdir():
+                child.unlink()
+            tmp.rmdir()
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, newline="")
+    return Path(path)
