@@ -4,66 +4,125 @@ For every ray the dominant axis (the one along which the ray advances most, meas
 pixels) is stepped pixel by pixel; at each step the ray's crossing of that pixel line is
 linearly interpolated between the two nearest pixels of the other axis (zero outside the
 grid), weighted by the path length per step. This is ASTRA's ``linear`` (Joseph) kernel. The
-matrix is stored as CSR together with its exact transpose (the same values), built once per
-(geometry, device, dtype) and cached.
+matrix is built vectorised in torch on the data's device (each ray's entries already in pixel
+order, so no sort but the one that makes the transpose), stored as CSR together with its exact
+transpose (the same values) and cached per (geometry, device, dtype) in memory and, when
+``OPERATORS_SPARSE_CACHE_DIR`` is set, on disk keyed by the geometry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..geometry import ProjectionGeometry, VolumeGeometry
 from ..rays import box_hits, rays_2d
 
 DEFAULT_BUDGET_BYTES = int(float(os.environ.get("OPERATORS_SPARSE_BUDGET_GB", "8")) * 2**30)
-_RAY_CHUNK = 4096
+_RAY_CHUNK = 8192
 _BATCH_BLOCK = 32
+_FORMAT = 2  # version of the Joseph matrix layout in the disk cache
 
 
-def _joseph_entries(vol: VolumeGeometry, origin: np.ndarray, direction: np.ndarray):
-    """COO entries ``(ray, pixel, weight)`` for flat arrays of rays ``(R, 2)``; float64."""
+def _ordered_x_major(lower: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slots ``(R, S)`` of the lower and upper entries of rays that step over columns, so that
+    each ray's ``2S`` entries are in row-major pixel order (CSR needs sorted columns).
+
+    ``lower`` ``(R, S)`` is the lower row at each column step; it is monotone along a ray and
+    changes by at most one per step, so the entries form runs (blocks of equal ``lower``) whose
+    sorted positions follow from the block starts and ends, without a sort.
+    """
+    n_rays, steps = lower.shape
+    s = torch.arange(steps, device=lower.device, dtype=torch.int64).expand(n_rays, steps)
+    new = torch.ones_like(lower, dtype=torch.bool)
+    new[:, 1:] = lower[:, 1:] != lower[:, :-1]
+    start = torch.cummax(torch.where(new, s, 0), dim=1).values  # first step of the block
+    last = torch.ones_like(new)
+    last[:, :-1] = new[:, 1:]
+    end = torch.where(last, s + 1, steps).flip(1).cummin(dim=1).values.flip(1)  # one past it
+    # decreasing rows: blocks sorted from the last one back; needs the next block's end and
+    # the previous block's start
+    next_end = torch.gather(torch.cat([end, end.new_full((n_rays, 1), steps)], 1), 1, end)
+    prev_start = torch.gather(start, 1, (start - 1).clamp_min(0))
+    rising = (lower[:, -1:] >= lower[:, :1]).expand(n_rays, steps)
+    lo_up = (start + s, end + s)
+    lo_down = (2 * steps - end - next_end + s - start, 2 * steps - end - prev_start + s - start)
+    return torch.where(rising, lo_up[0], lo_down[0]), torch.where(rising, lo_up[1], lo_down[1])
+
+
+def _joseph_entries(vol: VolumeGeometry, origin: torch.Tensor, direction: torch.Tensor):
+    """``(count (R,), pixel, weight)`` of rays ``(R, 2)`` (float64): each ray's entries in
+    increasing pixel order, rays one after another."""
     (H, W), (dy, dx) = vol.shape, vol.spacing
     (ymin, ymax), (xmin, xmax) = vol.extent
-    ux, uy = direction[:, 0], direction[:, 1]
-    x_major = np.abs(ux) / dx >= np.abs(uy) / dy
-    rays_out, pix_out, w_out = [], [], []
+    n_rays, device = origin.shape[0], origin.device
+    x_major = direction[:, 0].abs() / dx >= direction[:, 1].abs() / dy
+    width = 2 * max(H, W)
+    pixel = torch.zeros((n_rays, width), dtype=torch.int32, device=device)
+    weight = torch.zeros((n_rays, width), dtype=torch.float64, device=device)
     for major in (True, False):
-        idx = np.nonzero(x_major == major)[0]
-        if idx.size == 0:
+        idx = torch.nonzero(x_major == major).flatten()
+        if idx.numel() == 0:
             continue
         o, d = origin[idx], direction[idx]
         if major:  # step over columns, interpolate rows
-            steps = xmin + (np.arange(W) + 0.5) * dx
+            steps = xmin + (torch.arange(W, device=device, dtype=torch.float64) + 0.5) * dx
             t = (steps[None, :] - o[:, :1]) / d[:, :1]
             frac = (ymax - (o[:, 1:2] + t * d[:, 1:2])) / dy - 0.5
-            step_len = dx / np.abs(d[:, 0])
+            step_len = dx / d[:, 0].abs()
             n_other, stride_step, stride_other = H, 1, W
         else:  # step over rows, interpolate columns
-            steps = ymax - (np.arange(H) + 0.5) * dy
+            steps = ymax - (torch.arange(H, device=device, dtype=torch.float64) + 0.5) * dy
             t = (steps[None, :] - o[:, 1:2]) / d[:, 1:2]
             frac = (o[:, :1] + t * d[:, :1] - xmin) / dx - 0.5
-            step_len = dy / np.abs(d[:, 1])
+            step_len = dy / d[:, 1].abs()
             n_other, stride_step, stride_other = W, W, 1
-        lower = np.floor(frac)
-        upper_w = frac - lower
-        lower = lower.astype(np.int64)
-        step_idx = np.broadcast_to(np.arange(len(steps))[None, :], lower.shape)
-        ray_idx = np.broadcast_to(idx[:, None], lower.shape)
-        for other, weight in ((lower, 1.0 - upper_w), (lower + 1, upper_w)):
-            keep = (other >= 0) & (other < n_other) & (weight > 0)
-            rays_out.append(ray_idx[keep])
-            pix_out.append(step_idx[keep] * stride_step + other[keep] * stride_other)
-            w_out.append((weight * step_len[:, None])[keep])
-    if not rays_out:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0)
-    return np.concatenate(rays_out), np.concatenate(pix_out), np.concatenate(w_out)
+        lower_f = torch.floor(frac)
+        upper_w = (frac - lower_f) * step_len[:, None]
+        lower = lower_f.to(torch.int32)
+        step_idx = torch.arange(lower.shape[1], device=device, dtype=torch.int32)[None, :]
+        pixels, weights = [], []
+        for other, w in ((lower, step_len[:, None] - upper_w), (lower + 1, upper_w)):
+            inside = (other >= 0) & (other < n_other)
+            pixels.append(step_idx * stride_step + other.clamp(0, n_other - 1) * stride_other)
+            weights.append(torch.where(inside, w, 0.0))
+        group_pixel = pixel.new_zeros((len(idx), width))
+        group_weight = weight.new_zeros((len(idx), width))
+        if major:
+            for slot, p, w in zip(_ordered_x_major(lower), pixels, weights, strict=True):
+                group_pixel.scatter_(1, slot, p)
+                group_weight.scatter_(1, slot, w)
+        else:  # rows ascending, and the two columns of a step side by side
+            n = 2 * lower.shape[1]
+            group_pixel[:, :n] = torch.stack(pixels, dim=2).reshape(len(idx), n)
+            group_weight[:, :n] = torch.stack(weights, dim=2).reshape(len(idx), n)
+        pixel[idx] = group_pixel
+        weight[idx] = group_weight
+    keep = weight > 0
+    return keep.sum(dim=1), pixel[keep], weight[keep]
+
+
+def build_matrix(vol: VolumeGeometry, pg: ProjectionGeometry, device="cpu"):
+    """CSR arrays ``(crow, col, val)`` of the ``(rays, pixels)`` Joseph matrix (float64 values,
+    int64 indices), built on ``device`` a chunk of rays at a time."""
+    origin, direction = (torch.as_tensor(a.reshape(-1, 2), device=device) for a in rays_2d(pg))
+    counts, cols, vals = [], [], []
+    for start in range(0, origin.shape[0], _RAY_CHUNK):
+        c, p, w = _joseph_entries(
+            vol, origin[start : start + _RAY_CHUNK], direction[start : start + _RAY_CHUNK]
+        )
+        counts.append(c)
+        cols.append(p)
+        vals.append(w)
+    crow = torch.zeros(origin.shape[0] + 1, dtype=torch.int64, device=device)
+    torch.cumsum(torch.cat(counts), dim=0, out=crow[1:])
+    return crow, torch.cat(cols), torch.cat(vals)
 
 
 def estimate_bytes(vol: VolumeGeometry, pg: ProjectionGeometry, dtype: torch.dtype) -> int:
@@ -75,44 +134,26 @@ def estimate_bytes(vol: VolumeGeometry, pg: ProjectionGeometry, dtype: torch.dty
     return 2 * (nnz * (item + index) + (n_angles * det_count + vol.shape[0] * vol.shape[1]) * index)
 
 
-def build_matrix(vol: VolumeGeometry, pg: ProjectionGeometry) -> tuple[np.ndarray, ...]:
-    """CSR arrays ``(crow, col, val)`` of the ``(rays, pixels)`` Joseph matrix, float64."""
-    origin, direction = rays_2d(pg)
-    origin, direction = origin.reshape(-1, 2), direction.reshape(-1, 2)
-    n_rays = origin.shape[0]
-    rows, cols, vals = [], [], []
-    for start in range(0, n_rays, _RAY_CHUNK):
-        r, c, v = _joseph_entries(
-            vol, origin[start : start + _RAY_CHUNK], direction[start : start + _RAY_CHUNK]
-        )
-        rows.append(r + start)
-        cols.append(c)
-        vals.append(v)
-    rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
-    order = np.lexsort((cols, rows))
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    crow = np.zeros(n_rays + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rays), out=crow[1:])
-    return crow, cols, vals
-
-
 class SparseMatrix:
     """The CSR matrix ``A`` ``(rays, pixels)`` and its transpose on one device and dtype."""
 
     def __init__(self, crow, col, val, shape: tuple[int, int], device, dtype):
+        crow, col = torch.as_tensor(crow, device=device), torch.as_tensor(col, device=device)
+        val = torch.as_tensor(val, device=device).to(dtype)
         index_dtype = torch.int32 if max(len(val), shape[0], shape[1]) < 2**31 else torch.int64
-        crow_t = torch.as_tensor(crow).to(index_dtype)
-        col_t = torch.as_tensor(col).to(index_dtype)
-        val_t = torch.as_tensor(val, dtype=dtype)
+        # the transpose: entries grouped by pixel, rays ascending within a pixel (stable sort)
+        _, order = torch.sort(col.to(index_dtype), stable=True)
+        ray = torch.repeat_interleave(torch.arange(shape[0], device=device), crow.diff())
+        ccol = torch.zeros(shape[1] + 1, dtype=torch.int64, device=device)
+        torch.cumsum(torch.bincount(col, minlength=shape[1]), dim=0, out=ccol[1:])
         with warnings.catch_warnings(), torch.sparse.check_sparse_tensor_invariants(False):
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            forward = torch.sparse_csr_tensor(crow_t, col_t, val_t, size=shape)
-            csc = forward.to_sparse_csc()
-            transpose = torch.sparse_csr_tensor(
-                csc.ccol_indices(), csc.row_indices(), csc.values(), size=(shape[1], shape[0])
+            self.forward = torch.sparse_csr_tensor(
+                crow.to(index_dtype), col.to(index_dtype), val, size=shape
             )
-        self.forward = forward.to(device)
-        self.transpose = transpose.to(device)
+            self.transpose = torch.sparse_csr_tensor(
+                ccol.to(index_dtype), ray[order].to(index_dtype), val[order], size=shape[::-1]
+            )
         self.nnz = len(val)
 
     @property
@@ -123,6 +164,38 @@ class SparseMatrix:
         return total
 
 
+def normalise_device(device) -> torch.device:
+    """``cuda`` → ``cuda:<current>``, so that one GPU has one cache key."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _disk_path(vol: VolumeGeometry, pg: ProjectionGeometry) -> Path | None:
+    """``$OPERATORS_SPARSE_CACHE_DIR/<sha256 of the geometry pair>.pt``, if the variable is set."""
+    folder = os.environ.get("OPERATORS_SPARSE_CACHE_DIR")
+    if not folder:
+        return None
+    digest = hashlib.sha256(repr((vol, pg, _FORMAT)).encode()).hexdigest()[:32]
+    return Path(folder) / f"joseph-{digest}.pt"
+
+
+def _csr_arrays(vol: VolumeGeometry, pg: ProjectionGeometry, device: torch.device):
+    """``build_matrix`` on ``device``, read from / written to the disk cache when enabled."""
+    path = _disk_path(vol, pg)
+    if path is not None and path.is_file():
+        saved = torch.load(path, map_location=device, weights_only=True)
+        return saved["crow"], saved["col"], saved["val"]
+    crow, col, val = build_matrix(vol, pg, device)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"crow": crow.cpu(), "col": col.cpu(), "val": val.cpu()}, partial)
+        partial.replace(path)
+    return crow, col, val
+
+
 class _MatrixCache:
     """Process-wide LRU cache of built matrices, bounded by a byte budget."""
 
@@ -131,7 +204,8 @@ class _MatrixCache:
         self._lock = threading.Lock()
 
     def get(self, vol, pg, device, dtype, budget: int) -> SparseMatrix:
-        key = (vol, pg, str(device), dtype)
+        device = normalise_device(device)
+        key = (vol, pg, device, dtype)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -144,7 +218,7 @@ class _MatrixCache:
                 f"{budget / 2**30:.2f} GiB; raise it with memory_budget=... (or "
                 "OPERATORS_SPARSE_BUDGET_GB) or use another backend"
             )
-        crow, col, val = build_matrix(vol, pg)
+        crow, col, val = _csr_arrays(vol, pg, device)
         if len(val) == 0:
             raise ValueError(
                 f"the projection geometry misses the volume: no ray of {pg.shape} crosses the "
