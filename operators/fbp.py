@@ -9,7 +9,9 @@ object of value 1 reconstructs to 1.
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -169,22 +171,35 @@ def parker_weights(beta: np.ndarray, gamma: np.ndarray, half_fan: float) -> np.n
     return np.nan_to_num(w)
 
 
-def _parallel_fbp(vol, vec: np.ndarray, det_count: int, q_in: torch.Tensor, window: str):
+@dataclass(frozen=True)
+class _Plan:
+    """Geometry tables of one FBP/FDK set-up, cached per (geometry, device, dtype)."""
+
+    ray_weight: torch.Tensor | None  # multiplies the projections before filtering
+    spacing: float  # filter bin width (mm, or radians when equiangular)
+    equiangular: bool
+    bins: torch.Tensor  # FBP: detector bin of each pixel per view (V, P); FDK: column (V, H, W)
+    weight: torch.Tensor  # backprojection weight, shaped like ``bins``
+    magnification: torch.Tensor | None = None  # FDK: source–detector over source–voxel (V, H, W)
+
+
+def _parallel_tables(vol: VolumeGeometry, pg) -> tuple:
+    vec = np.asarray(pg.to_vec().vectors)
     rays, d, u = vec[:, 0:2], vec[:, 2:4], vec[:, 4:6]
-    spacing = float(np.linalg.norm(u[0]))
-    angles = np.arctan2(rays[:, 0], -rays[:, 1])
-    dtheta = view_weights(angles, math.pi)  # θ and θ + π are the same line
-    q = filter_projections(q_in, spacing, window)
+    dtheta = view_weights(np.arctan2(rays[:, 0], -rays[:, 1]), math.pi)  # θ, θ + π: one line
     pix = _pixel_centres(vol)
     s = _cross(pix[None] - d[:, None], rays[:, None]) / _cross(u, rays)[:, None]
-    bins = torch.as_tensor(s + (det_count - 1) / 2, dtype=q.dtype, device=q.device)
-    weight = torch.as_tensor(
-        np.broadcast_to(dtheta[:, None], s.shape).copy(), dtype=q.dtype, device=q.device
+    bins = s + (pg.shape[1] - 1) / 2
+    return (
+        None,
+        float(np.linalg.norm(u[0])),
+        False,
+        bins,
+        np.broadcast_to(dtheta[:, None], s.shape).copy(),
     )
-    return _backproject(q, bins, weight)
 
 
-def _fan_fbp(vol, pg: FanGeometry, q_in: torch.Tensor, window: str, short_scan: bool | None):
+def _fan_tables(vol: VolumeGeometry, pg: FanGeometry, short_scan: bool | None) -> tuple:
     beta = np.asarray(pg.angles)
     D, n_det = pg.src_det, pg.det_count
     idx = np.arange(n_det) - (n_det - 1) / 2
@@ -196,6 +211,7 @@ def _fan_fbp(vol, pg: FanGeometry, q_in: torch.Tensor, window: str, short_scan: 
         xi = idx * pg.det_spacing
         gamma = np.arctan(xi / D)
         half_fan = math.atan(n_det / 2 * pg.det_spacing / D)
+    # Parker weights sum to one over the two copies of a line; a full turn weights each by 1/2
     dbeta, weights = _scan_weights(beta, gamma, half_fan, short_scan)
     src = np.stack([np.sin(beta), -np.cos(beta)], axis=1) * pg.src_orig
     central = -src / pg.src_orig
@@ -214,11 +230,57 @@ def _fan_fbp(vol, pg: FanGeometry, q_in: torch.Tensor, window: str, short_scan: 
         bins = (side / along) * D / pg.det_spacing + (n_det - 1) / 2
         bp_weight = dbeta[:, None] * (pg.src_orig / along) ** 2
         spacing = pg.det_spacing * pg.src_orig / D  # bins on a virtual detector through the origin
-    ray_weight = torch.as_tensor(pre * weights, dtype=q_in.dtype, device=q_in.device)
-    q = filter_projections(q_in * ray_weight, spacing, window, equiangular=pg.curved)
-    # Parker weights sum to one over the two copies of a line; a full turn weights each by 1/2
-    bins_t = torch.as_tensor(bins, dtype=q.dtype, device=q.device)
-    return _backproject(q, bins_t, torch.as_tensor(bp_weight, dtype=q.dtype, device=q.device))
+    return pre * weights, spacing, pg.curved, bins, bp_weight
+
+
+def _cone_tables(vol: VolumeGeometry, pg: ConeGeometry, short_scan: bool | None) -> tuple:
+    rows, cols = pg.det_shape
+    dv, du = pg.det_spacing
+    D, R = pg.src_orig + pg.orig_det, pg.src_orig
+    beta = np.asarray(pg.angles)
+    u = (np.arange(cols) - (cols - 1) / 2) * du
+    v = (np.arange(rows) - (rows - 1) / 2) * dv
+    half_fan = math.atan(cols / 2 * du / D)
+    dbeta, redundancy = _scan_weights(beta, np.arctan(u / D), half_fan, short_scan)  # (V, cols)
+    pre = D / np.sqrt(D**2 + u[None, :] ** 2 + v[:, None] ** 2)  # (rows, cols)
+    _, (ymin, _), (xmin, _) = vol.extent
+    _, H, W = vol.shape
+    _, dy, dx = vol.spacing
+    yy, xx = np.meshgrid(
+        ymin + (np.arange(H) + 0.5) * dy, xmin + (np.arange(W) + 0.5) * dx, indexing="ij"
+    )
+    src = np.stack([np.sin(beta), -np.cos(beta)], axis=1) * R  # (V, 2)
+    rel_x, rel_y = xx[None] - src[:, 0, None, None], yy[None] - src[:, 1, None, None]
+    sin, cos = np.sin(beta)[:, None, None], np.cos(beta)[:, None, None]
+    along = rel_y * cos - rel_x * sin  # towards the rotation axis
+    side = rel_x * cos + rel_y * sin
+    mag = D / along  # (V, H, W)
+    col = (2 * (side * mag / du + (cols - 1) / 2) + 1) / cols - 1  # grid_sample's x in [-1, 1]
+    weight = dbeta[:, None, None] * (R / along) ** 2
+    return pre[:, None, :] * redundancy[None], du * R / D, False, col, weight, mag
+
+
+@functools.lru_cache(maxsize=4)
+def _plan(vol: VolumeGeometry, pg, short_scan: bool | None, device, dtype) -> _Plan:
+    if isinstance(pg, ParallelGeometry | ParallelVecGeometry):
+        tables = _parallel_tables(vol, pg)
+    elif isinstance(pg, FanGeometry):
+        tables = _fan_tables(vol, pg, short_scan)
+    else:
+        tables = _cone_tables(vol, pg, short_scan)
+
+    def as_tensor(a):
+        return None if a is None else torch.as_tensor(a, dtype=dtype, device=device)
+
+    ray_weight, spacing, equiangular, bins, weight, *mag = tables
+    return _Plan(
+        as_tensor(ray_weight),
+        spacing,
+        equiangular,
+        as_tensor(bins),
+        as_tensor(weight),
+        as_tensor(mag[0]) if mag else None,
+    )
 
 
 def fbp(
@@ -233,20 +295,19 @@ def fbp(
     pg = A.proj_geom
     if pg.ndim == 3:
         raise ValueError("fbp handles 2D geometries; use fdk for cone beam")
-    y, out_dtype = A._prepare(y, A.range_shape, "y")
-    vol = A.backend.vol
-    flat = y.reshape(-1, *pg.shape)
-    if isinstance(pg, ParallelGeometry | ParallelVecGeometry):
-        vec = np.asarray(pg.to_vec().vectors)
-        out = _parallel_fbp(vol, vec, pg.shape[1], flat, filter)
-    elif isinstance(pg, FanGeometry):
-        out = _fan_fbp(vol, pg, flat, filter, short_scan)
-    elif isinstance(pg, FanVecGeometry):
+    if isinstance(pg, FanVecGeometry):
         raise ValueError(
             "fbp of a fan_vec geometry is not supported; build it with fan_flat/fan_arc"
         )
-    else:
+    if not isinstance(pg, ParallelGeometry | ParallelVecGeometry | FanGeometry):
         raise ValueError(f"fbp does not support {type(pg).__name__}")
+    y, out_dtype = A.prepare(y, "range")
+    plan = _plan(A.slice_geom, pg, short_scan, y.device, y.dtype)
+    flat = y.reshape(-1, *pg.shape)
+    if plan.ray_weight is not None:
+        flat = flat * plan.ray_weight
+    q = filter_projections(flat, plan.spacing, filter, equiangular=plan.equiangular)
+    out = _backproject(q, plan.bins, plan.weight)
     return out.reshape(*y.shape[: y.ndim - len(A.range_shape)], *A.domain_shape).to(out_dtype)
 
 
@@ -263,52 +324,29 @@ def fdk(
         raise ValueError(
             f"fdk needs a circular cone geometry (operators.cone), got {type(pg).__name__}"
         )
-    y, out_dtype = A._prepare(y, A.range_shape, "y")
+    y, out_dtype = A.prepare(y, "range")
+    plan = _plan(vol, pg, short_scan, y.device, y.dtype)
     batch_shape = y.shape[: y.ndim - 3]
-    proj = y.reshape(-1, *A.range_shape)
-    rows, cols = pg.det_shape
-    dv, du = pg.det_spacing
-    D, R = pg.src_orig + pg.orig_det, pg.src_orig
-    beta = np.asarray(pg.angles)
-    u = (np.arange(cols) - (cols - 1) / 2) * du
-    v = (np.arange(rows) - (rows - 1) / 2) * dv
-    half_fan = math.atan(cols / 2 * du / D)
-    dbeta, redundancy = _scan_weights(beta, np.arctan(u / D), half_fan, short_scan)  # (V, cols)
-    pre = D / np.sqrt(D**2 + u[None, :] ** 2 + v[:, None] ** 2)  # (rows, cols)
-    ray_weight = pre[:, None, :] * redundancy[None]  # (rows, V, cols)
-    weighted = proj * torch.as_tensor(ray_weight, dtype=proj.dtype, device=proj.device)
-    q = filter_projections(weighted, du * R / D, filter)  # (B, rows, V, cols)
+    proj = y.reshape(-1, *A.range_shape) * plan.ray_weight
+    q = filter_projections(proj, plan.spacing, filter)  # (B, rows, V, cols)
+    q = q.permute(2, 0, 1, 3).contiguous()  # (V, B, rows, cols): one contiguous image per view
     Z, H, W = vol.shape
-    (zmin, _), (ymin, _), (xmin, _) = vol.extent
-    dz, dy, dx = vol.spacing
-    z = torch.as_tensor(zmin + (np.arange(Z) + 0.5) * dz, dtype=q.dtype, device=q.device)
-    yy, xx = np.meshgrid(
-        ymin + (np.arange(H) + 0.5) * dy, xmin + (np.arange(W) + 0.5) * dx, indexing="ij"
-    )
-    out = torch.zeros((proj.shape[0], Z, H, W), dtype=q.dtype, device=q.device)
-    for k, b in enumerate(beta):
-        src = np.array([math.sin(b), -math.cos(b)]) * R
-        central, across = -src / R, np.array([math.cos(b), math.sin(b)])
-        rel_x, rel_y = xx - src[0], yy - src[1]
-        along = torch.as_tensor(
-            rel_x * central[0] + rel_y * central[1], dtype=q.dtype, device=q.device
-        )
-        side = torch.as_tensor(
-            rel_x * across[0] + rel_y * across[1], dtype=q.dtype, device=q.device
-        )
-        mag = D / along  # (H, W)
-        col = side * mag / du + (cols - 1) / 2
-        row = z[:, None, None] * mag[None] / dv + (rows - 1) / 2  # (Z, H, W)
+    rows = pg.det_shape[0]
+    dv = pg.det_spacing[0]
+    zmin = vol.extent[0][0]
+    z = zmin + (torch.arange(Z, dtype=q.dtype, device=q.device) + 0.5) * vol.spacing[0]
+    out = torch.zeros((q.shape[1], Z, H, W), dtype=q.dtype, device=q.device)
+    for k in range(q.shape[0]):
+        row = z[:, None, None] * plan.magnification[k] / dv + (rows - 1) / 2  # (Z, H, W)
         grid = torch.stack(
-            [(2 * col + 1) / cols - 1 + 0 * row, (2 * row + 1) / rows - 1], dim=-1
+            [plan.bins[k].expand(Z, H, W), (2 * row + 1) / rows - 1], dim=-1
         )  # (Z, H, W, 2) normalised (x=col, y=row)
-        img = q[:, :, k, :].unsqueeze(0)  # (1, B, rows, cols)
         sampled = torch.nn.functional.grid_sample(
-            img,
+            q[k].unsqueeze(0),
             grid.reshape(1, Z, H * W, 2),
             mode="bilinear",
             padding_mode="zeros",
             align_corners=False,
         )  # (1, B, Z, H*W)
-        out += sampled[0].reshape(-1, Z, H, W) * (dbeta[k] * (R / along) ** 2)
+        out += sampled[0].reshape(-1, Z, H, W) * plan.weight[k]
     return out.reshape(*batch_shape, Z, H, W).to(out_dtype)

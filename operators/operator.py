@@ -77,12 +77,16 @@ class Operator:
             )
         self.vol_geom, self.proj_geom = vol_geom, proj_geom
         self.slicewise = proj_geom.ndim == 2 and vol_geom.ndim == 3
-        slice_geom = (
+        #: the grid that one application of the projection geometry sees: one slice of a
+        #: slice-wise operator, else the volume itself
+        self.slice_geom = (
             VolumeGeometry(vol_geom.shape[1:], vol_geom.spacing[1:], vol_geom.center[1:])
             if self.slicewise
             else vol_geom
         )
-        self.backend = make_backend(backend, slice_geom, proj_geom, memory_budget=memory_budget)
+        self.backend = make_backend(
+            backend, self.slice_geom, proj_geom, memory_budget=memory_budget
+        )
         lead = vol_geom.shape[:1] if self.slicewise else ()
         self.domain_shape: tuple[int, ...] = vol_geom.shape
         self.range_shape: tuple[int, ...] = lead + tuple(self.backend.range_shape)
@@ -101,17 +105,20 @@ class Operator:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., *domain_shape) → (..., *range_shape)``."""
-        x, out_dtype = self._prepare(x, self.domain_shape, "x")
+        x, out_dtype = self.prepare(x, "domain")
         return _Project.apply(x, self).to(out_dtype)
 
     forward = __call__
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``(..., *range_shape) → (..., *domain_shape)``."""
-        y, out_dtype = self._prepare(y, self.range_shape, "y")
+        y, out_dtype = self.prepare(y, "range")
         return _Backproject.apply(y, self).to(out_dtype)
 
-    def _prepare(self, t: torch.Tensor, shape: tuple[int, ...], name: str):
+    def prepare(self, t: torch.Tensor, space: str) -> tuple[torch.Tensor, torch.dtype]:
+        """Check ``t`` ``(..., *shape)`` of the ``"domain"`` (x) or ``"range"`` (y); return it in
+        its compute dtype (float32 or float64) with the dtype to give results back in."""
+        shape, name = (self.domain_shape, "x") if space == "domain" else (self.range_shape, "y")
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
         if tuple(t.shape[t.ndim - len(shape) :]) != tuple(shape) or t.ndim < len(shape):

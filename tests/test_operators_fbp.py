@@ -200,3 +200,15 @@ def test_fdk_of_an_analytic_ball_full_and_short_scan(short_scan):
     rec = ops.fdk(A, torch.tensor(_cone_ball_projections(A.proj_geom, r))).numpy()
     dist = np.sqrt(((np.mgrid[:n, :n, :n] - (n - 1) / 2) ** 2).sum(0))
     assert abs(rec[dist < r - 3].mean() - 1) <= 0.03
+
+
+def test_geometry_tables_are_built_once_per_geometry():
+    from operators import fbp as fbp_module
+
+    A = ops.Operator(ops.volume((3, 16, 16)), ops.fan_flat(12, 24, 1.0, 40.0, 20.0))
+    y = torch.rand(2, *A.range_shape)
+    fbp_module._plan.cache_clear()
+    first = ops.fbp(A, y)
+    torch.testing.assert_close(ops.fbp(A, y), first)
+    info = fbp_module._plan.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
