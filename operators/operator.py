@@ -8,6 +8,7 @@ volume ``(Z, H, W)`` projects every slice: ``(..., Z, H, W) → (..., Z, n_angle
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -145,6 +146,13 @@ class Operator:
             out = self.backend.adjoint(flat) if adjoint else self.backend.forward(flat)
         out_core = self.domain_shape if adjoint else self.range_shape
         return out.reshape(*batch, *out_core)
+
+    def unchecked(self) -> Operator:
+        """This operator without the per-call NaN/inf check (a host sync per call on CUDA),
+        for solvers that check their iterates once per step instead."""
+        op = copy.copy(self)
+        op.check_finite = False
+        return op
 
     def norm(self, iterations: int = 50, seed: int = 0, dtype=torch.float64, device="cpu") -> float:
         """Largest singular value ``‖A‖₂`` by power iteration on ``AᵀA``."""

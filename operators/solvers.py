@@ -56,6 +56,12 @@ def cg(
         )
     dims = tuple(range(-span, 0))
 
+    if A.check_finite:  # once here and once per step, not at every product (a sync on CUDA)
+        for name, t in (("y", y), ("x0", x0), ("rhs_extra", rhs_extra)):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name}: contains NaN or inf values")
+    check_steps, A = A.check_finite, A.unchecked()
+
     def normal(v):
         out = A.T(A(v))
         return out + regularizer(v) if regularizer is not None else out
@@ -84,6 +90,8 @@ def cg(
         )
         p = r + beta * p
         rs = rs_new
+        if check_steps and not bool(torch.isfinite(rs).all()):
+            raise ValueError(f"cg: the residual became NaN or inf at step {k}")
         if any(cb(k, x) for cb in callbacks):
             break
     return x

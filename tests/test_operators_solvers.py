@@ -102,3 +102,17 @@ def test_cg_reduce_dims_without_x0_reduces_over_trailing_axes():
     for b in range(2):
         for z in range(3):
             torch.testing.assert_close(batched[b, z], ops.cg(A2, y[b, z], 4), atol=1e-10, rtol=0)
+
+
+def test_cg_checks_finiteness_once_per_step_not_per_product(small, monkeypatch):
+    """Each NaN/inf check is a host sync on CUDA: the inputs once, then one per step."""
+    A, _, y = small
+    calls = []
+    real = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: calls.append(1) or real(t))
+    ops.cg(A, y, 10)
+    assert len(calls) == 1 + 10
+    bad = y.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        ops.cg(A, bad, 3)

@@ -13,7 +13,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def test_without_astra_only_astra_tests_skip(tmp_path):
     fake = tmp_path / "astra"
     fake.mkdir()
-    (fake / "__init__.py").write_text("raise ModuleNotFoundError('astra hidden by the test', name='astra')\n")
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError('astra hidden by the test', name='astra')\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
     files = ["tests/test_operators_operator.py", "tests/test_operators_geometry.py"]
     selection = "dot_test_torch_sparse or dot_test_astra or vector_form_matches_astra"
