@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -88,3 +90,14 @@ def test_astra_runs_on_the_tensors_device_not_the_current_one():
         y1 = A(x.to("cuda:1"))
     assert y1.device == torch.device("cuda:1")
     torch.testing.assert_close(y1.cpu(), A(x.cuda()).cpu())
+
+
+def test_auto_is_matched_and_astra_cuda_says_once_that_it_is_not():
+    _astra_cuda()
+    vg, pg = ops.volume((8, 16, 16)), ops.cone(12, (12, 24), 1.5, 60.0, 30.0)
+    assert ops.Operator(vg, pg).backend.name == "raymarch"
+    with pytest.warns(UserWarning, match="approximately the adjoint"):
+        A = ops.Operator(vg, pg, backend="astra")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        A.T(A(torch.rand(vg.shape, device="cuda")))  # no second warning

@@ -323,3 +323,9 @@ def test_astra_older_than_2_5_is_refused(astra, monkeypatch):
     monkeypatch.setattr(astra, "__version__", "2.1.0")
     with pytest.raises(ValueError, match="2.5"):
         astra_backend.AstraBackend(ops.volume((8, 8)), ops.parallel(4, 12))
+
+
+def test_auto_picks_an_exactly_matched_pair():
+    assert ops.Operator(ops.volume((8, 8)), ops.parallel(4, 12)).backend.name == "torch_sparse"
+    A = ops.Operator(ops.volume((4, 8, 8)), ops.cone(3, (6, 6), 1.0, 30.0, 10.0))
+    assert A.backend.name == "raymarch" and ops.dot_test(A) <= 1e-10

@@ -11,17 +11,14 @@ BACKENDS = ("auto", "torch_sparse", "astra", "raymarch")
 def make_backend(name: str, vol: VolumeGeometry, pg: ProjectionGeometry, memory_budget=None):
     """The backend ``name`` for a 2D slice geometry or a 3D geometry.
 
-    ``auto``: 2D → ``torch_sparse``; 3D → ``astra`` (CUDA) when ASTRA has a GPU, else ``raymarch``.
+    ``auto`` picks a matched pair (``A.T`` the exact adjoint, as CG and SIRT assume):
+    2D → ``torch_sparse``, 3D → ``raymarch``. ASTRA's CUDA projectors are faster but their
+    backprojector is only approximately the adjoint; ask for ``astra`` to use them.
     """
     if name not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
     if name == "auto":
-        if pg.ndim == 2:
-            name = "torch_sparse"
-        else:
-            from .astra import astra_cuda_available
-
-            name = "astra" if astra_cuda_available() else "raymarch"
+        name = "torch_sparse" if pg.ndim == 2 else "raymarch"
     if name == "torch_sparse":
         from .sparse import TorchSparseBackend
 

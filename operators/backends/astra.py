@@ -1,5 +1,8 @@
 """ASTRA Toolbox backend: 2D CPU projectors and, when ASTRA has a GPU, 2D/3D CUDA.
 
+The CPU pair is matched exactly; ASTRA's CUDA backprojectors are only approximately the
+adjoint of their projectors, which the backend says once per operator (a warning).
+
 2D CPU: ``astra.experimental.direct_FP2D/BP2D`` write straight into the output tensors'
 memory (no copies), one slice per call, threaded over slices (ASTRA releases the GIL).
 CUDA (2D ``cuda`` projector, 3D ``cuda3d``): only when ``astra.use_cuda()`` is true — without a
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -99,6 +103,21 @@ class AstraBackend:
         self.threads = threads or min(os.cpu_count() or 1, 8)
         self._projectors: dict[tuple[str, int], int] = {}
         self._seen: dict[tuple[str, bool], torch.Tensor] = {}
+        self._warned = False
+        if self.three_d:
+            self._warn_unmatched()
+
+    def _warn_unmatched(self) -> None:
+        """Say once per operator that ASTRA's CUDA backprojector is not the exact adjoint."""
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"backend 'astra' on CUDA ({type(self.pg).__name__}): ASTRA's CUDA backprojector "
+                "is only approximately the adjoint of its projector (dot test up to ~1e-2, see "
+                "docs/operators.md; measure yours with operators.dot_test(A, device='cuda')); "
+                "CG and SIRT assume an exact adjoint: use backend='raymarch' or 'torch_sparse'",
+                stacklevel=4,
+            )
 
     def _projector(self, kind: str, gpu: int = 0) -> int:
         """The ASTRA projector ``kind`` (``cpu``, ``cuda``, ``cuda3d``) on GPU ``gpu``."""
@@ -179,6 +198,8 @@ class AstraBackend:
             raise ValueError(
                 "CUDA tensors with backend 'astra' need ASTRA with CUDA, which is unavailable"
             )
+        if inp.is_cuda:
+            self._warn_unmatched()
         src = inp.to(torch.float32).contiguous()
         out = self._call(src, adjoint)
         seen = self._seen_by_rays(src.device, adjoint)
