@@ -21,7 +21,8 @@ def test_peak_memory_stays_within_the_budget():
     done = subprocess.run(
         [
             sys.executable,
-            "benchmarks/bench_raymarch.py",
+            "benchmarks/bench_operator_costs.py",
+            "raymarch",
             "32x40x48",
             "--one",
             "--budget",
