@@ -101,3 +101,35 @@ def test_auto_is_matched_and_astra_cuda_says_once_that_it_is_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         A.T(A(torch.rand(vg.shape, device="cuda")))  # no second warning
+
+
+def test_a_bf16_training_step_on_cuda(tmp_path):
+    from ctblend.training import BlobDataset, load_config, train
+
+    cfg = load_config(
+        "tiny",
+        image_size=16,
+        batch_size=4,
+        warmup_steps=1,
+        checkpoint_every=2,
+        phases=[{"steps": 2, "crop": None}],
+        device="cuda",
+        precision="bf16",
+    )
+    result = train(cfg, BlobDataset(32, 16), tmp_path / "run", progress=False)
+    assert result.steps == 2 and torch.isfinite(torch.tensor(result.last_loss))
+    assert next(result.model.parameters()).is_cuda
+
+
+def test_a_sampler_step_on_cuda():
+    from pathlib import Path
+
+    from ctblend.methods import reconstruct
+    from ctblend.priors.loading import load_prior
+
+    weights = Path(__file__).resolve().parents[1] / "ctblend" / "weights" / "blendpp_cpu128"
+    prior = load_prior(weights, device="cuda")
+    A = ops.Operator(ops.volume((3, 128, 128)), ops.parallel(8, 256))
+    y = A(torch.rand(3, 128, 128, device="cuda"))
+    x, record = reconstruct("diffusionblend++", y, A, prior, nfe=1)
+    assert x.is_cuda and x.shape == (3, 128, 128) and bool(torch.isfinite(x).all())
