@@ -5,7 +5,9 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -69,6 +71,10 @@ def test_demo_runs_on_the_excerpt_and_shows_the_tables_numbers(tmp_path, capsys)
         shown = f"{psnr:.2f}"
         assert f"PSNR {shown} dB" in result.figure.axes[("axial", method)].get_title()
         assert f"| {shown} |" in rows[method]  # the figure's number is in the table
+    figure = result.figure.figure  # the profile's legend sits right of the curves, not on them
+    renderer = figure.canvas.get_renderer()
+    legend = result.figure.profile.get_legend().get_window_extent(renderer)
+    assert legend.x0 >= result.figure.profile.get_window_extent(renderer).x1
     progress = capsys.readouterr().err
     assert re.search(r"sirt: .*\d+/50 ", progress)  # SIRT and TV show progress bars
     assert re.search(r"tv: .*\d+/30 ", progress)
@@ -93,3 +99,11 @@ def test_demo_phantom_keeps_the_procedural_phantom(tmp_path):
     with pytest.raises(ValueError, match="expected one"):
         run_demo(EXCERPT, tmp_path / "x", phantom=True)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="no git")
+def test_the_demo_output_folder_is_git_ignored():
+    proc = subprocess.run(
+        ["git", "check-ignore", "-q", "ctblend_demo/demo.png"], cwd=REPO, check=False
+    )
+    assert proc.returncode == 0
