@@ -61,3 +61,15 @@ def test_disk_cache_is_keyed_by_the_geometry(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="built again"):
         ops.Operator(vg, ops.parallel(6, 20))(x)  # another geometry, another key
     sparse.CACHE.clear()
+
+
+def test_the_cpu_and_gpu_transposes_agree():
+    vg, pg = ops.volume((20, 18)), ops.fan_flat(9, 40, 1.3, 50.0, 40.0)
+    crow, col, val = sparse.build_matrix(vg, pg)
+    shape = (len(crow) - 1, 20 * 18)
+    for a, b in zip(
+        sparse.transpose_scipy(crow, col, val, shape),
+        sparse.transpose_torch(crow, col, val, shape),
+        strict=True,
+    ):
+        assert torch.equal(a.to(b.dtype), b)

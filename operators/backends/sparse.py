@@ -1,4 +1,4 @@
-"""Pure-torch system matrix for 2D geometries (Joseph interpolation), CPU and CUDA.
+"""The system matrix of 2D geometries (Joseph interpolation) as torch CSR, CPU and CUDA.
 
 For every ray the dominant axis (the one along which the ray advances most, measured in
 pixels) is stepped pixel by pixel; at each step the ray's crossing of that pixel line is
@@ -19,6 +19,7 @@ import warnings
 from collections import OrderedDict
 from pathlib import Path
 
+import scipy.sparse
 import torch
 
 from ..geometry import ProjectionGeometry, VolumeGeometry
@@ -134,6 +135,22 @@ def estimate_bytes(vol: VolumeGeometry, pg: ProjectionGeometry, dtype: torch.dty
     return 2 * (nnz * (item + index) + (n_angles * det_count + vol.shape[0] * vol.shape[1]) * index)
 
 
+def transpose_torch(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape):
+    """``(ccol, row, val)`` of the transpose of a CSR matrix, rows ascending in each column,
+    by a stable sort (fast on a GPU)."""
+    _, order = torch.sort(col, stable=True)
+    row = torch.repeat_interleave(torch.arange(shape[0], device=col.device), crow.diff())
+    ccol = torch.zeros(shape[1] + 1, dtype=torch.int64, device=col.device)
+    torch.cumsum(torch.bincount(col, minlength=shape[1]), dim=0, out=ccol[1:])
+    return ccol, row[order], val[order]
+
+
+def transpose_scipy(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape):
+    """``transpose_torch`` on the CPU by scipy's one-pass counting sort (a few times faster)."""
+    csc = scipy.sparse.csr_matrix((val.numpy(), col.numpy(), crow.numpy()), shape=shape).tocsc()
+    return tuple(torch.from_numpy(a) for a in (csc.indptr, csc.indices, csc.data))
+
+
 class SparseMatrix:
     """The CSR matrix ``A`` ``(rays, pixels)`` and its transpose on one device and dtype."""
 
@@ -141,18 +158,15 @@ class SparseMatrix:
         crow, col = torch.as_tensor(crow, device=device), torch.as_tensor(col, device=device)
         val = torch.as_tensor(val, device=device).to(dtype)
         index_dtype = torch.int32 if max(len(val), shape[0], shape[1]) < 2**31 else torch.int64
-        # the transpose: entries grouped by pixel, rays ascending within a pixel (stable sort)
-        _, order = torch.sort(col.to(index_dtype), stable=True)
-        ray = torch.repeat_interleave(torch.arange(shape[0], device=device), crow.diff())
-        ccol = torch.zeros(shape[1] + 1, dtype=torch.int64, device=device)
-        torch.cumsum(torch.bincount(col, minlength=shape[1]), dim=0, out=ccol[1:])
+        transpose = transpose_scipy if crow.device.type == "cpu" else transpose_torch
+        ccol, row, val_t = transpose(crow, col, val, shape)
         with warnings.catch_warnings(), torch.sparse.check_sparse_tensor_invariants(False):
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             self.forward = torch.sparse_csr_tensor(
                 crow.to(index_dtype), col.to(index_dtype), val, size=shape
             )
             self.transpose = torch.sparse_csr_tensor(
-                ccol.to(index_dtype), ray[order].to(index_dtype), val[order], size=shape[::-1]
+                ccol.to(index_dtype), row.to(index_dtype), val_t, size=shape[::-1]
             )
         self.nnz = len(val)
 
