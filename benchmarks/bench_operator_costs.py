@@ -203,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print(
             "| backend | geometry | domain → range | adjoint error (dot test) | gradients "
-            "| extra MiB per sample (input MiB) |"
+            "| state | peak MiB per batch item (input MiB) |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for r in rows:
             print(
                 f"| {r['backend']} | {r['geometry']} | {tuple(r['domain'])} → {tuple(r['range'])} "

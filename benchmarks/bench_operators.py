@@ -177,7 +177,9 @@ def write(results: list[dict], out: Path, n: int, z: int, quick: bool) -> None:
             f"{r['setup_seconds']:.2f} | {r['peak_rss_mib']:.0f} |"
         )
     lines += ["", "Targets: torch_sparse ≥ 5× the ASTRA loop and ≥ 20× the rotation projector."]
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    path = out / f"{name}.md"
+    kept = path.read_text().split("\n## ", 1)[1:] if path.is_file() else []  # later sections
+    path.write_text("\n".join(lines) + "\n" + "".join(f"\n## {k}" for k in kept))
     (out / f"{name}.json").write_text(
         json.dumps({"machine": machine_info(), "results": results}, indent=1)
     )
