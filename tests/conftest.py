@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -41,6 +42,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_cached_system_matrices():
+    """The torch_sparse backend caches system matrices process-wide (up to 8 GiB by default);
+    each test module's are dropped when it ends, so the suite holds one module's at a time."""
+    yield
+    from operators.backends.sparse import CACHE
+
+    CACHE.clear()
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

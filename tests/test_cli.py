@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -581,3 +582,21 @@ def test_geometry_yaml_forms_and_errors(tmp_path):
         with pytest.raises(DataError, match=expected) as info:
             geometry_from_yaml(path)
         assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_recon_help_and_progress_of_iterative_methods(work, tmp_path, monkeypatch):
+    """recon's help does not promise a default protocol it does not apply; SIRT and TV show a
+    progress bar of their iterations like the diffusion methods."""
+    from ctblend.cli import build_parser
+
+    recon_help = build_parser()._subparsers._group_actions[0].choices["recon"].format_help()  # noqa: SLF001
+    protocol_help = " ".join(recon_help.split("--protocol PROTOCOL")[-1].split())
+    assert protocol_help.startswith("svct4, svct6, svct8, lact90, … (+noise); needed for a volume")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CI", raising=False)
+    for method in ("sirt", "tv"):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main(["recon", str(work / "sino.h5"), "--method", method, "iterations=3"])
+        assert code == 0
+        assert re.search(rf"sino.h5 {method}: .*\d/3 ", err.getvalue()), err.getvalue()
