@@ -487,9 +487,16 @@ def _cmd_recon(args: argparse.Namespace) -> int:
         jobs = [(source, out)]
     acquisition = _acquisition(args, required=False)
     options = _method_options(method, overrides, args)
-    kinds = {source: _input_kind(source) for source, _ in jobs}
+    kinds: dict[Path, str | None | ValueError] = {}
+    for source, _ in jobs:
+        try:
+            kinds[source] = _input_kind(source)
+        except ValueError as exc:  # one bad entry of a batch fails alone, below
+            if len(jobs) == 1:
+                raise
+            kinds[source] = exc
     for source, kind in kinds.items():
-        if kind is not None and acquisition is None:
+        if isinstance(kind, str) and acquisition is None:
             raise ValueError(
                 f"{source} is a volume ({kind}), not measurements: give --protocol or "
                 "--geometry to simulate its measurements (or pass a file written by "
@@ -511,6 +518,8 @@ def _cmd_recon(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         try:
+            if isinstance(kinds[source], ValueError):
+                raise kinds[source]
             metrics = _recon_one(
                 source,
                 kinds[source] is None,
@@ -602,8 +611,8 @@ def _limit_steps(phases, steps: int) -> list[dict]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ctblend.data.datasets import SliceDataset, SliceGroupDataset, WindowDataset
     from ctblend.training import load_config, train
+    from ctblend.training.data import training_datasets
 
     data, data_overrides = _split_items(args.data)  # --data A B key=v: nargs="+" takes all
     paths, overrides = _split_items(args.items)
@@ -623,12 +632,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fixed["device"] = args.device
     if args.seed is not None:
         fixed["seed"] = args.seed
+    if args.init_from:
+        fixed["init_from"] = args.init_from
     config = _with_overrides(config, fixed)
     files = _training_files(data)
-    dataset_class = {"blend++": SliceGroupDataset, "blend": WindowDataset, "slice2d": SliceDataset}
-    dataset = dataset_class[config.kind](
-        files, scale=config.image_size, seed=config.seed, flips=True
-    )
+    dataset, validation = training_datasets(config, files)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if main_rank:
         print(
@@ -636,7 +644,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{config.total_steps} steps on {len(files)} volume(s) "
             f"({len(dataset)} samples per epoch) into {args.out}"
         )
-    result = train(config, dataset, args.out, resume=not args.no_resume, progress=_progress(args))
+    result = train(
+        config,
+        dataset,
+        args.out,
+        resume=not args.no_resume,
+        progress=_progress(args),
+        validation=validation,
+    )
     if main_rank:
         loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
         print(
@@ -1069,6 +1084,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (resumed if present)")
     p.add_argument("--steps", type=_positive_int, help="total steps (cuts or extends the phases)")
     p.add_argument("--no-resume", action="store_true", help="fail if --out already holds a run")
+    p.add_argument(
+        "--init-from",
+        metavar="PRIOR_FOLDER",
+        help="start from this prior: same kind (continue its weights) or a 2D one (widened)",
+    )
     _common(p, options_config=False)
     p.set_defaults(handler=_cmd_train)
 

@@ -600,3 +600,20 @@ def test_recon_help_and_progress_of_iterative_methods(work, tmp_path, monkeypatc
             code = main(["recon", str(work / "sino.h5"), "--method", method, "iterations=3"])
         assert code == 0
         assert re.search(rf"sino.h5 {method}: .*\d/3 ", err.getvalue()), err.getvalue()
+
+
+def test_a_bad_entry_of_a_batch_fails_alone(tmp_path, monkeypatch):
+    vols = tmp_path / "vols"
+    vols.mkdir()
+    hu = (ct_phantom((3, 32, 32), seed=0) * 4095 - 1024).astype(np.float32)
+    write_hdf5(vols / "good.h5", hu, spacing_mm=(2.5, 12.5, 12.5))
+    (vols / "bad.h5").write_text("a text file, renamed\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CI", "true")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["recon", "--inputs", "vols", "--protocol", "svct8", "--scale", "32"])
+    assert code == 2
+    assert files_in(tmp_path / "vols_fbp") == {"good_fbp.h5", "good_fbp.png"}
+    lines = err.getvalue().strip().splitlines()
+    assert "bad.h5: not an HDF5 file" in lines[0] and "1 of 2 inputs failed" in lines[-1]
