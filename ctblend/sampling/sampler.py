@@ -67,7 +67,10 @@ def posterior_sample(
         raise ValueError(f"posterior_sample needs a (Z, H, W) operator domain, got {shape}")
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     device, dtype = y.device, y.dtype
-    x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
+    # noise drawn where it is used: on a GPU from a generator of its own (no host copy per
+    # step); on the CPU the shared generator, as before
+    noise = generator if device.type == "cpu" else torch.Generator(device).manual_seed(config.seed)
+    x = torch.randn(shape, generator=noise, dtype=torch.float32, device=device).to(dtype)
     timesteps = schedule.ddim_timesteps(config.nfe)
     consistency.reset()
     prior_seconds = dc_seconds = 0.0
@@ -88,7 +91,8 @@ def posterior_sample(
                 break
             z = None
             if config.eta > 0:
-                z = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
+                z = torch.randn(shape, generator=noise, dtype=torch.float32, device=device)
+                z = z.to(dtype)
             x = schedule.ddim_step(to_prior(x0_unit), eps, timesteps[i + 1], config.eta, z)
     record = {"nfe": len(timesteps), "prior_seconds": prior_seconds, "dc_seconds": dc_seconds}
     return x0, record
