@@ -64,9 +64,7 @@ def _joseph_entries(vol: VolumeGeometry, origin: torch.Tensor, direction: torch.
     (ymin, ymax), (xmin, xmax) = vol.extent
     n_rays, device = origin.shape[0], origin.device
     x_major = direction[:, 0].abs() / dx >= direction[:, 1].abs() / dy
-    width = 2 * max(H, W)
-    pixel = torch.zeros((n_rays, width), dtype=torch.int32, device=device)
-    weight = torch.zeros((n_rays, width), dtype=torch.float64, device=device)
+    groups = []
     for major in (True, False):
         idx = torch.nonzero(x_major == major).flatten()
         if idx.numel() == 0:
@@ -93,25 +91,33 @@ def _joseph_entries(vol: VolumeGeometry, origin: torch.Tensor, direction: torch.
             inside = (other >= 0) & (other < n_other)
             pixels.append(step_idx * stride_step + other.clamp(0, n_other - 1) * stride_other)
             weights.append(torch.where(inside, w, 0.0))
-        group_pixel = pixel.new_zeros((len(idx), width))
-        group_weight = weight.new_zeros((len(idx), width))
-        if major:
+        n = 2 * lower.shape[1]
+        if major:  # the slots are a permutation of the 2S entries of each ray
+            group_pixel = torch.empty((len(idx), n), dtype=torch.int32, device=device)
+            group_weight = torch.empty((len(idx), n), dtype=torch.float64, device=device)
             for slot, p, w in zip(_ordered_x_major(lower), pixels, weights, strict=True):
                 group_pixel.scatter_(1, slot, p)
                 group_weight.scatter_(1, slot, w)
         else:  # rows ascending, and the two columns of a step side by side
-            n = 2 * lower.shape[1]
-            group_pixel[:, :n] = torch.stack(pixels, dim=2).reshape(len(idx), n)
-            group_weight[:, :n] = torch.stack(weights, dim=2).reshape(len(idx), n)
-        pixel[idx] = group_pixel
-        weight[idx] = group_weight
+            group_pixel = torch.stack(pixels, dim=2).reshape(len(idx), n)
+            group_weight = torch.stack(weights, dim=2).reshape(len(idx), n)
+        groups.append((idx, group_pixel, group_weight))
+    if len(groups) == 1:  # one kind of ray (a chunk of views of one orientation)
+        _, pixel, weight = groups[0]
+    else:
+        width = max(g[1].shape[1] for g in groups)
+        pixel = torch.zeros((n_rays, width), dtype=torch.int32, device=device)
+        weight = torch.zeros((n_rays, width), dtype=torch.float64, device=device)
+        for idx, group_pixel, group_weight in groups:
+            pixel[idx, : group_pixel.shape[1]] = group_pixel
+            weight[idx, : group_weight.shape[1]] = group_weight
     keep = weight > 0
     return keep.sum(dim=1), pixel[keep], weight[keep]
 
 
 def build_matrix(vol: VolumeGeometry, pg: ProjectionGeometry, device="cpu"):
-    """CSR arrays ``(crow, col, val)`` of the ``(rays, pixels)`` Joseph matrix (float64 values,
-    int64 indices), built on ``device`` a chunk of rays at a time."""
+    """CSR arrays ``(crow, col, val)`` of the ``(rays, pixels)`` Joseph matrix (int64 row
+    pointers, int32 columns, float64 values), built on ``device`` a chunk of rays at a time."""
     origin, direction = (torch.as_tensor(a.reshape(-1, 2), device=device) for a in rays_2d(pg))
     counts, cols, vals = [], [], []
     for start in range(0, origin.shape[0], _RAY_CHUNK):
