@@ -106,15 +106,16 @@ class RayMarchBackend:
         return out.reshape(x.shape[0], *self.range_shape)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """``(B, det_rows, n_angles, det_cols) → (B, Z, H, W)``."""
+        """``(B, det_rows, n_angles, det_cols) → (B, Z, H, W)``: the backward of each chunk's
+        ``grid_sample`` with respect to the volume (its forward is not needed)."""
         flat = y.reshape(y.shape[0], -1)
         shape = (1, y.shape[0], *self.domain_shape)
         out = torch.zeros(shape, dtype=y.dtype, device=y.device)
-        probe = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
+        like = out.new_zeros(()).expand(shape)  # the input's shape and dtype, no memory
         for start, stop, grid, weight in self._chunks(y.shape[0], y.device, y.dtype):
-            with torch.enable_grad():
-                samples = F.grid_sample(probe, grid, padding_mode="zeros", align_corners=False)
-                cotangent = (flat[:, start:stop, None] * weight)[None, :, None]
-                (grad,) = torch.autograd.grad(samples, probe, grad_outputs=cotangent)
+            cotangent = (flat[:, start:stop, None] * weight)[None, :, None]
+            grad, _ = torch.ops.aten.grid_sampler_3d_backward(
+                cotangent, like, grid, 0, 0, False, [True, False]
+            )  # bilinear, zero padding, align_corners=False: as in forward
             out += grad
         return out[0]
