@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import operators as ops
+from operators.backends import raymarch
 from operators.backends.astra import astra_available
 
 
@@ -132,7 +133,8 @@ def _state(A: ops.Operator) -> str:
     if A.backend.name == "torch_sparse":
         return f"matrix {A.backend.matrix('cpu', torch.float32).nbytes / 2**20:.0f} MiB (float32)"
     if A.backend.name == "raymarch":
-        return f"none; ≤ {A.backend.budget / 2**20:.0f} MiB of sample points per chunk"
+        budget = A.backend.budget or raymarch.DEFAULT_BUDGET_BYTES["cpu"]
+        return f"none; ≤ {budget / 2**20:.0f} MiB of sample points per chunk"
     return "ASTRA projector"
 
 

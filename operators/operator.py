@@ -54,7 +54,8 @@ class Operator:
         backend: ``"auto"``, ``"torch_sparse"``, ``"astra"`` or ``"raymarch"``.
         check_finite: reject inputs with NaN/inf (one cheap reduction per call).
         memory_budget: bytes the ``torch_sparse`` matrix cache may use, or the sample points
-            of one chunk of rays of ``raymarch`` (default 8 GiB and 256 MiB).
+            of one chunk of rays of ``raymarch`` (default 8 GiB; 256 MiB on the CPU and 2 GiB on
+            a GPU).
     """
 
     def __init__(
