@@ -9,8 +9,8 @@ object of value 1 reconstructs to 1.
 
 from __future__ import annotations
 
-import functools
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,8 +179,13 @@ class _Plan:
     spacing: float  # filter bin width (mm, or radians when equiangular)
     equiangular: bool
     bins: torch.Tensor  # FBP: detector bin of each pixel per view (V, P); FDK: column (V, H, W)
-    weight: torch.Tensor  # backprojection weight, shaped like ``bins``
+    weight: torch.Tensor  # backprojection weight, broadcastable to ``bins``
     magnification: torch.Tensor | None = None  # FDK: source–detector over source–voxel (V, H, W)
+
+    @property
+    def nbytes(self) -> int:
+        tables = (self.ray_weight, self.bins, self.weight, self.magnification)
+        return sum(t.nbytes for t in tables if t is not None)
 
 
 def _parallel_tables(vol: VolumeGeometry, pg) -> tuple:
@@ -260,8 +265,25 @@ def _cone_tables(vol: VolumeGeometry, pg: ConeGeometry, short_scan: bool | None)
     return pre[:, None, :] * redundancy[None], du * R / D, False, col, weight, mag
 
 
-@functools.lru_cache(maxsize=4)
+_PLAN_CACHE_BYTES = 512 * 2**20  # plans kept for later calls, least recently used dropped
+_plans: OrderedDict = OrderedDict()
+
+
 def _plan(vol: VolumeGeometry, pg, short_scan: bool | None, device, dtype) -> _Plan:
+    """The cached plan of this set-up (plans over the cache's bytes are rebuilt per call)."""
+    key = (vol, pg, short_scan, device, dtype)
+    if key in _plans:
+        _plans.move_to_end(key)
+        return _plans[key]
+    plan = _build_plan(vol, pg, short_scan, device, dtype)
+    if plan.nbytes <= _PLAN_CACHE_BYTES:
+        _plans[key] = plan
+        while sum(p.nbytes for p in _plans.values()) > _PLAN_CACHE_BYTES:
+            _plans.popitem(last=False)
+    return plan
+
+
+def _build_plan(vol: VolumeGeometry, pg, short_scan: bool | None, device, dtype) -> _Plan:
     if isinstance(pg, ParallelGeometry | ParallelVecGeometry):
         tables = _parallel_tables(vol, pg)
     elif isinstance(pg, FanGeometry):

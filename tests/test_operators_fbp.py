@@ -203,12 +203,19 @@ def test_fdk_of_an_analytic_ball_full_and_short_scan(short_scan):
     assert abs(rec[dist < r - 3].mean() - 1) <= 0.03
 
 
-def test_geometry_tables_are_built_once_per_geometry():
+def test_geometry_tables_are_built_once_per_geometry(monkeypatch):
     fbp_module = importlib.import_module("operators.fbp")  # the name fbp is the function
     A = ops.Operator(ops.volume((3, 16, 16)), ops.fan_flat(12, 24, 1.0, 40.0, 20.0))
     y = torch.rand(2, *A.range_shape)
-    fbp_module._plan.cache_clear()
+    builds = []
+    build = fbp_module._build_plan
+    monkeypatch.setattr(fbp_module, "_build_plan", lambda *a: builds.append(a) or build(*a))
+    monkeypatch.setattr(fbp_module, "_plans", fbp_module.OrderedDict())
     first = ops.fbp(A, y)
     torch.testing.assert_close(ops.fbp(A, y), first)
-    info = fbp_module._plan.cache_info()
-    assert (info.misses, info.hits) == (1, 1)
+    assert len(builds) == 1
+    monkeypatch.setattr(fbp_module, "_PLAN_CACHE_BYTES", 0)  # too big to keep: rebuilt
+    fbp_module._plans.clear()
+    ops.fbp(A, y)
+    ops.fbp(A, y)
+    assert len(builds) == 3 and not fbp_module._plans
