@@ -960,8 +960,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="simulate 8-view CT of a real chest CT (or --volume) and compare methods",
-        description="Simulate sparse-view CT, reconstruct with FBP, SIRT, TV and DiffusionBlend++ "
-        "(when a prior is installed), print PSNR/SSIM and write a figure and an HDF5 file.",
+        description="Simulate sparse-view CT of the shipped real chest-CT excerpt (or --volume, "
+        "--phantom), reconstruct with FBP, SIRT, TV, FBP-UNet and DiffusionBlend++ (when shipped), "
+        "print PSNR/SSIM and write a figure and an HDF5 file.",
     )
     p.add_argument(
         "--volume",
