@@ -34,7 +34,7 @@ NETWORKS = (
         "blend++",
         dict(base_channels=48, channel_mults=(1, 2, 2, 4), head_channels=48, norm_groups=16),
     ),
-    ("DB++ gpu128 (base 64)", "blend++", dict(base_channels=64, channel_mults=(1, 2, 2, 2))),
+    ("DB++ base 64", "blend++", dict(base_channels=64, channel_mults=(1, 2, 2, 2))),
 )
 
 

@@ -1,6 +1,6 @@
 """Train the 2D and the DiffusionBlend++ priors on one GPU within a time budget (issue 16).
 
-One command for a lent GPU machine: the ``gpu128`` preset (6.6 M parameters, bf16, batches of
+One command for a lent GPU machine: the ``gpu128`` preset (7.4 M parameters, bf16, batches of
 64) trains ``slice2d`` for ``--budget-s`` seconds, then ``blend++`` started from it by the
 transfer rule (``ctblend.models.transfer``) for as long again, and writes, under ``--out``,
 only what must come back (7 files, each under 16 MB): the two priors in fp16 (config.json +
