@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 
@@ -116,17 +117,21 @@ class VolumeGeometry:
 
     @classmethod
     def from_astra(cls, vg: dict) -> VolumeGeometry:
-        o = vg["option"]
-        if "GridSliceCount" in vg:
-            shape = (vg["GridSliceCount"], vg["GridRowCount"], vg["GridColCount"])
-            lo = (o["WindowMinZ"], o["WindowMinY"], o["WindowMinX"])
-            hi = (o["WindowMaxZ"], o["WindowMaxY"], o["WindowMaxX"])
-        else:
-            shape = (vg["GridRowCount"], vg["GridColCount"])
-            lo = (o["WindowMinY"], o["WindowMinX"])
-            hi = (o["WindowMaxY"], o["WindowMaxX"])
-        return cls(
-            tuple(int(n) for n in shape),
+        """The grid of an ASTRA volume geometry dict (``astra.create_vol_geom``, 2D or 3D)."""
+        try:
+            o = vg["option"]
+            if "GridSliceCount" in vg:
+                shape = (vg["GridSliceCount"], vg["GridRowCount"], vg["GridColCount"])
+                lo = (o["WindowMinZ"], o["WindowMinY"], o["WindowMinX"])
+                hi = (o["WindowMaxZ"], o["WindowMaxY"], o["WindowMaxX"])
+            else:
+                shape = (vg["GridRowCount"], vg["GridColCount"])
+                lo = (o["WindowMinY"], o["WindowMinX"])
+                hi = (o["WindowMaxY"], o["WindowMaxX"])
+        except KeyError as e:
+            raise ValueError(f"ASTRA volume geometry dict lacks {e.args[0]!r}") from None
+        return volume(
+            shape,
             tuple((h - lo_) / n for lo_, h, n in zip(lo, hi, shape, strict=True)),
             tuple((h + lo_) / 2 for lo_, h in zip(lo, hi, strict=True)),
         )
@@ -513,9 +518,42 @@ def cone_vec(vectors, det_shape: Sequence[int]) -> ConeVecGeometry:
     )
 
 
-def from_astra(pg: dict) -> ProjectionGeometry:
-    """Our geometry value for an ASTRA projection geometry dict."""
-    kind = pg["type"]
+ASTRA_TYPES = (
+    "parallel",
+    "parallel_vec",
+    "fanflat",
+    "fanflat_vec",
+    "parallel3d",
+    "parallel3d_vec",
+    "cone",
+    "cone_vec",
+)
+
+
+@overload
+def from_astra(proj_geom: dict) -> ProjectionGeometry: ...
+@overload
+def from_astra(proj_geom: dict, vol_geom: dict) -> Preset: ...
+def from_astra(proj_geom: dict, vol_geom: dict | None = None) -> ProjectionGeometry | Preset:
+    """Our geometry for an ASTRA projection geometry dict (``astra.create_proj_geom`` output,
+    any of ``ASTRA_TYPES``); with ``vol_geom`` (``astra.create_vol_geom`` output) the
+    ``(volume, projection)`` pair, ready for ``Operator(*from_astra(proj_geom, vol_geom))``."""
+    kind = proj_geom.get("type") if isinstance(proj_geom, dict) else None
+    if kind not in ASTRA_TYPES:
+        raise ValueError(
+            f"ASTRA projection geometry type {kind!r} is not supported; expected one of "
+            f"{', '.join(ASTRA_TYPES)}"
+        )
+    try:
+        pg = _from_astra(proj_geom, kind)
+    except KeyError as e:
+        raise ValueError(f"ASTRA {kind!r} geometry dict lacks {e.args[0]!r}") from None
+    if vol_geom is None:
+        return pg
+    return Preset(VolumeGeometry.from_astra(vol_geom), pg, f"astra {kind}")
+
+
+def _from_astra(pg: dict, kind: str) -> ProjectionGeometry:
     if kind == "parallel":
         return parallel(pg["ProjectionAngles"], pg["DetectorCount"], pg["DetectorWidth"])
     if kind == "fanflat":
@@ -530,7 +568,7 @@ def from_astra(pg: dict) -> ProjectionGeometry:
         return parallel_vec(pg["Vectors"], pg["DetectorCount"])
     if kind == "fanflat_vec":
         return fan_vec(pg["Vectors"], pg["DetectorCount"])
-    rows, cols = pg.get("DetectorRowCount"), pg.get("DetectorColCount")
+    rows, cols = pg["DetectorRowCount"], pg["DetectorColCount"]
     if kind == "parallel3d":
         return parallel3d(
             pg["ProjectionAngles"], (rows, cols), (pg["DetectorSpacingY"], pg["DetectorSpacingX"])
@@ -545,9 +583,7 @@ def from_astra(pg: dict) -> ProjectionGeometry:
         )
     if kind == "parallel3d_vec":
         return parallel3d_vec(pg["Vectors"], (rows, cols))
-    if kind == "cone_vec":
-        return cone_vec(pg["Vectors"], (rows, cols))
-    raise ValueError(f"ASTRA projection geometry type {kind!r} is not supported")
+    return cone_vec(pg["Vectors"], (rows, cols))
 
 
 @dataclass(frozen=True)
