@@ -15,6 +15,25 @@ from ctblend.runtime import cpu_has_bf16
 
 PRIOR_KINDS = ("blend++", "blend", "slice2d")
 
+# group_batch="auto": network inputs per forward pass. The UNet's live tensors per input in
+# inference peak at 13 (default multipliers) and 9 (paper256's) fp32 full-resolution maps of its
+# base width (measured in tests/test_priors_group_batch.py); 16 are budgeted, in half of the
+# free GPU memory (the rest: allocator slack, cuDNN workspace, the operator, CG buffers).
+CPU_GROUP_BATCH = 4  # smaller group batches were faster on a CPU (docs/benchmarks/sampler.md)
+ACTIVATION_MAPS = 16
+GROUP_BATCH_RANGE = (1, 64)
+DEFAULT_BASE_CHANNELS = 128  # for networks that do not say their width: the widest shipped
+
+
+def auto_group_batch(free_bytes: int, image_size: int, channels: int) -> int:
+    """Network inputs per forward pass on a GPU with ``free_bytes`` free, for ``image_size``²
+    inputs to a network of base width ``channels``: half the free memory over
+    ``ACTIVATION_MAPS`` fp32 maps of ``channels × image_size²`` per input, within
+    ``GROUP_BATCH_RANGE``."""
+    per_input = ACTIVATION_MAPS * channels * image_size**2 * 4
+    lo, hi = GROUP_BATCH_RANGE
+    return max(lo, min(hi, free_bytes // 2 // per_input))
+
 
 @runtime_checkable
 class VolumePrior(Protocol):
@@ -39,17 +58,20 @@ class VolumePrior(Protocol):
 class InferenceOptions:
     """How networks are evaluated.
 
-    group_batch: network inputs per forward pass (bounds memory); precision: "fp32"
-    (reference) or "bf16" (autocast, CPU or GPU); channels_last: memory format of inputs.
+    group_batch: network inputs per forward pass (bounds memory), an integer or "auto"
+    (``CPU_GROUP_BATCH`` on a CPU; on a GPU sized to its free memory by
+    :func:`auto_group_batch` at each call); precision: "fp32" (reference) or "bf16" (autocast,
+    CPU or GPU); channels_last: memory format of inputs.
     """
 
-    group_batch: int = 4
+    group_batch: int | Literal["auto"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
 
     def __post_init__(self) -> None:
-        if self.group_batch < 1:
-            raise ValueError(f"group_batch must be >= 1, got {self.group_batch}")
+        gb = self.group_batch
+        if gb != "auto" and (isinstance(gb, bool) or not isinstance(gb, int) or gb < 1):
+            raise ValueError(f"group_batch must be 'auto' or an integer >= 1, got {gb!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
@@ -65,6 +87,20 @@ class BatchedNetwork:
         first = next(iter(model.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
         self.dtype = first.dtype if first is not None else torch.float32
+        config = getattr(model, "config", None)
+        self.base_channels = getattr(config, "base_channels", DEFAULT_BASE_CHANNELS)
+
+    def group_batch(self, image_size: int) -> int:
+        """Inputs per forward pass: the option's integer, else ``CPU_GROUP_BATCH`` on a CPU
+        and :func:`auto_group_batch` of the device's free memory on a GPU (free to CUDA plus
+        what torch's caching allocator holds unused)."""
+        if self.options.group_batch != "auto":
+            return self.options.group_batch
+        if self.device.type != "cuda":
+            return CPU_GROUP_BATCH
+        free = torch.cuda.mem_get_info(self.device)[0]  # + what torch's cache holds unused:
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        return auto_group_batch(free, image_size, self.base_channels)
 
     def __call__(self, inputs: Tensor, t: int, label: int | Tensor) -> Tensor:
         """inputs: (N, C, H, W), label: int or (N,) → ε (N, Cout, H, W), float32, inputs' device."""
@@ -77,9 +113,10 @@ class BatchedNetwork:
             if opts.precision == "bf16"
             else nullcontext()
         )
+        batch = self.group_batch(inputs.shape[-1])
         with torch.inference_mode(), autocast:
-            for start in range(0, n, opts.group_batch):
-                chunk = inputs[start : start + opts.group_batch].to(self.device, self.dtype)
+            for start in range(0, n, batch):
+                chunk = inputs[start : start + batch].to(self.device, self.dtype)
                 if opts.channels_last:
                     chunk = chunk.contiguous(memory_format=torch.channels_last)
                 tt = torch.full((chunk.shape[0],), int(t), device=self.device, dtype=torch.long)
