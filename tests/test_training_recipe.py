@@ -185,7 +185,16 @@ def test_gpu_recipe_runs_end_to_end_in_tiny_mode(ct_dir, tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_priors.py"
     out = tmp_path / "out"
     subprocess.run(
-        [sys.executable, str(script), "--data", str(ct_dir), "--out", str(out), "--tiny"],
+        [
+            sys.executable,
+            str(script),
+            "--data",
+            str(ct_dir),
+            "--out",
+            str(out),
+            "--tiny",
+            "--transfer",
+        ],
         check=True,
         capture_output=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},

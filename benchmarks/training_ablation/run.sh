@@ -14,3 +14,4 @@ arm scratch
 arm augment augment.rotate_deg=10 augment.scale=0.1 augment.z_reverse=true
 arm min_snr loss_weighting=min_snr
 arm transfer --init-from ctblend/weights/slice2d_cpu128
+arm min_snr_augment loss_weighting=min_snr augment.rotate_deg=10 augment.scale=0.1 augment.z_reverse=true
