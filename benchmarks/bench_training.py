@@ -136,6 +136,10 @@ def _write(results: list[dict], machine: dict, out: Path) -> None:
         "3.3 M-parameter UNet on this machine without contention: 19.9 samples/s on 64² crops,",
         "5.1 samples/s at 128².",
         "",
+        "threads × processes: `1 × 2` is two 1-thread runs at once (samples/s summed), the",
+        "alternative to one 2-thread run; bf16 rows are bf16 autocast, measured only where the CPU",
+        "has native bf16 (never emulated).",
+        "",
     ]
     out.with_suffix(".md").write_text("\n".join(lines))
 
