@@ -59,3 +59,13 @@ def _drop_cached_system_matrices():
 def _deterministic_seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Two shared cores: one intra-op thread avoids OpenMP contention with other processes.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

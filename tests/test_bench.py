@@ -51,12 +51,7 @@ REQUIRED = [
 MD_HEADERS = ["axial PSNR", "coronal SSIM", "sagittal PSNR", "volume PSNR", "TV-z", "NFE", "peak"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,7 @@ from ctblend.models import KIND_CHANNELS, UNet, UNetConfig, count_parameters
 from ctblend.models.embeddings import sinusoidal_embedding
 from ctblend.training import load_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: one intra-op thread avoids OpenMP contention with other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = dict(

@@ -26,14 +26,7 @@ from ctblend.priors import (
 )
 from ctblend.training.checkpoint import export_weights
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: one intra-op thread avoids OpenMP contention with other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = dict(

@@ -16,14 +16,7 @@ from safetensors.torch import load_file
 from ctblend.priors import load_prior
 from ctblend.training import BlobDataset, load_config, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: one intra-op thread avoids OpenMP contention with other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WORKER = textwrap.dedent(

@@ -25,13 +25,7 @@ from ctblend.training.config import Augment
 from ctblend.training.data import training_datasets
 from ctblend.training.validation import Validator
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

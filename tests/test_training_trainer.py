@@ -12,14 +12,7 @@ from ctblend.diffusion import VPSchedule
 from ctblend.priors import BlendPrior, CheckpointError, Slice2DPrior, load_prior
 from ctblend.training import BlobDataset, load_config, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: one intra-op thread avoids OpenMP contention with other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(**overrides):
