@@ -19,7 +19,7 @@ from ctblend.diffusion import VPSchedule
 from ctblend.io import write_hdf5
 from ctblend.models.unet import UNet, UNetConfig
 from ctblend.priors import load_prior
-from ctblend.training import load_config, train
+from ctblend.training import export_weights, load_config, train
 from ctblend.training.augment import augment_batch
 from ctblend.training.config import Augment
 from ctblend.training.data import training_datasets
@@ -210,3 +210,22 @@ def test_bf16_training_on_a_cpu_without_native_bf16_runs_in_fp32(monkeypatch, ca
     monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)
     assert trainer._amp_dtype("bf16", torch.device("cpu")) is torch.bfloat16
     assert trainer._amp_dtype("auto", torch.device("cpu")) is None
+
+
+def test_export_into_a_shipped_folder_keeps_its_card_and_gives_usual_modes(volumes, tmp_path):
+    cfg = _tiny(holdout=0.0)
+    train(cfg, training_datasets(cfg, volumes)[0], tmp_path / "run", progress=False)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "MODEL_CARD.md").write_text("card")
+    (shipped / "weights.safetensors").write_text("old weights")
+    old_umask = os.umask(0o022)
+    try:
+        export_weights(tmp_path / "run", shipped)
+    finally:
+        os.umask(old_umask)
+    assert (shipped / "MODEL_CARD.md").read_text() == "card"
+    assert load_prior(shipped).kind == cfg.kind  # the new weights replaced the old file
+    assert shipped.stat().st_mode & 0o777 == 0o755
+    for name in ("weights.safetensors", "config.json", "MODEL_CARD.md"):
+        assert (shipped / name).stat().st_mode & 0o777 == 0o644, name

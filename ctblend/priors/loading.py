@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ctblend.diffusion import VPSchedule
+from ctblend.io.output import default_mode
 from ctblend.models.unet import KIND_CHANNELS, UNet, UNetConfig
 from ctblend.priors.base import PRIOR_KINDS, InferenceOptions, VolumePrior
 from ctblend.priors.blend import BlendPrior
@@ -118,12 +119,21 @@ def write_prior_files(folder: Path, spec: PriorSpec, state_dict: dict[str, torch
 
 
 def save_prior(folder: str | Path, spec: PriorSpec, state_dict: dict[str, torch.Tensor]) -> Path:
-    """Write a prior folder atomically (temporary folder + rename); replaces an existing one."""
+    """Write a prior folder atomically (temporary folder + rename). An existing folder's weights
+    and config are replaced; its other files (model card, training YAMLs, curves) are kept.
+    Files and folder get the umask's usual modes (0644 / 0755 for umask 022)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         write_prior_files(tmp, spec, state_dict)
+        if folder.is_dir():
+            for extra in folder.iterdir():
+                if extra.is_file() and not (tmp / extra.name).exists():
+                    shutil.copy2(extra, tmp / extra.name)
+        for path in tmp.iterdir():
+            path.chmod(default_mode())
+        tmp.chmod(default_mode(folder=True))
         replace_dir(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
