@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ctblend.data.splits import manifest_split
 from ctblend.training import export_weights, load_config, train
-from ctblend.training.data import training_datasets
+from ctblend.training.data import training_datasets, training_files
 
 
 def train_one(kind: str, args: argparse.Namespace, work: Path, init_from: Path | None) -> dict:
@@ -44,11 +43,7 @@ def train_one(kind: str, args: argparse.Namespace, work: Path, init_from: Path |
             "precision": "fp32",
         }
     config = load_config("tiny" if args.tiny else args.config, **overrides)
-    files = (
-        manifest_split(args.data)["train"]
-        if (args.data / "MANIFEST.md").is_file()
-        else sorted(args.data.glob("*.h5"))
-    )
+    files = training_files([args.data])
     dataset, validation = training_datasets(config, files)
     run = work / kind.replace("+", "p")
     start = time.perf_counter()

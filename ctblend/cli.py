@@ -552,29 +552,6 @@ def _cmd_recon(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _training_files(items: list[str]) -> list[Path]:
-    from ctblend.data.splits import manifest_split
-
-    paths = [Path(p) for p in items]
-    if len(paths) == 1 and paths[0].is_dir():
-        folder = paths[0]
-        if (folder / "MANIFEST.md").is_file():
-            files = manifest_split(folder)["train"]
-        else:
-            files = sorted(folder.glob("*.h5"))
-        if not files:
-            raise ValueError(
-                f"--data {folder}: no training volumes (.h5 or a MANIFEST train split)"
-            )
-        return files
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"--data {path}: no such file (expected HDF5 volumes or one folder)"
-            )
-    return paths
-
-
 def _with_overrides(config, overrides: dict[str, Any]):
     """Apply ``KEY=VALUE`` overrides; ``a.b=v`` sets field ``b`` of the nested config ``a``."""
     changes: dict[str, Any] = {}
@@ -612,7 +589,7 @@ def _limit_steps(phases, steps: int) -> list[dict]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ctblend.training import load_config, train
-    from ctblend.training.data import training_datasets
+    from ctblend.training.data import training_datasets, training_files
 
     data, data_overrides = _split_items(args.data)  # --data A B key=v: nargs="+" takes all
     paths, overrides = _split_items(args.items)
@@ -635,7 +612,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.init_from:
         fixed["init_from"] = args.init_from
     config = _with_overrides(config, fixed)
-    files = _training_files(data)
+    files = training_files(data)
     dataset, validation = training_datasets(config, files)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if main_rank:

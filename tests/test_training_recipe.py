@@ -201,13 +201,14 @@ def test_gpu_recipe_runs_end_to_end_in_tiny_mode(ct_dir, tmp_path):
 
 
 def test_bf16_training_on_a_cpu_without_native_bf16_runs_in_fp32(monkeypatch, caplog) -> None:
+    from ctblend.priors import base
     from ctblend.training import trainer
 
-    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: False)  # force the hardware answer
+    monkeypatch.setattr(base, "cpu_has_bf16", lambda: False)  # force the hardware answer
     with caplog.at_level("WARNING"):
         assert trainer._amp_dtype("bf16", torch.device("cpu")) is None
     assert "no native bf16" in caplog.text
-    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(base, "cpu_has_bf16", lambda: True)
     assert trainer._amp_dtype("bf16", torch.device("cpu")) is torch.bfloat16
     assert trainer._amp_dtype("auto", torch.device("cpu")) is None
 

@@ -4,15 +4,40 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ctblend.data.datasets import SliceDataset, SliceGroupDataset, WindowDataset
+from ctblend.data.splits import manifest_split
 from ctblend.training.config import TrainConfig
 
 _DATASETS = {"blend++": SliceGroupDataset, "blend": WindowDataset, "slice2d": SliceDataset}
+
+
+def training_files(items: Sequence[str | os.PathLike]) -> list[Path]:
+    """The training volumes of ``--data``: HDF5 files, or one folder (its MANIFEST.md train
+    split, else every ``.h5`` in it); one clear error when there are none or a file is missing."""
+    paths = [Path(p) for p in items]
+    if len(paths) == 1 and paths[0].is_dir():
+        folder = paths[0]
+        if (folder / "MANIFEST.md").is_file():
+            files = manifest_split(folder)["train"]
+        else:
+            files = sorted(folder.glob("*.h5"))
+        if not files:
+            raise ValueError(
+                f"--data {folder}: no training volumes (.h5 or a MANIFEST train split)"
+            )
+        return files
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"--data {path}: no such file (expected HDF5 volumes or one folder)"
+            )
+    return paths
 
 
 def training_datasets(

@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 
 from ctblend.models.transfer import widen_from_2d
 from ctblend.models.unet import UNet
+from ctblend.priors.base import auto_precision
 from ctblend.priors.loading import CheckpointError, PriorSpec, load_model
-from ctblend.runtime import cpu_has_bf16
 from ctblend.training import checkpoint as ckpt
 from ctblend.training.augment import augment_batch
 from ctblend.training.config import TrainConfig
@@ -83,13 +83,6 @@ class TrainResult:
 Callback = Callable[[StepInfo], None]
 
 VAL_FILE = "val.csv"
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 class IndexStream:
@@ -164,16 +157,15 @@ def _random_crop(x: Tensor, size: int, generator: torch.Generator) -> Tensor:
 
 
 def _amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None = fp32). bf16 on a CPU without native bf16 falls back to fp32
-    with a warning: emulated bf16 was measured ~77× slower than fp32."""
+    """The autocast dtype (None = fp32). bf16 where the device lacks native bf16 (the same test
+    as inference, ``priors.base.auto_precision``) falls back to fp32 with a warning: emulated
+    bf16 was measured ~77× slower than fp32 on a CPU."""
     if precision == "auto":
         if device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        log.warning(
-            "precision bf16: this CPU has no native bf16 (avx512_bf16/amx); training in fp32"
-        )
+    if precision == "bf16" and auto_precision(device) != "bf16":
+        log.warning("precision bf16: %s has no native bf16; training in fp32", device)
         return None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
@@ -382,7 +374,9 @@ class _Run:
         """Append the EMA network's validation ε-MSE at this step to ``val.csv``."""
         scores = self.validator(self.ema_model())
         path = self.out_dir / VAL_FILE
-        rows = [r for r in _read_csv(path) if int(r["step"]) < self.step]
+        rows = (
+            [r for r in LossLog.read(path) if int(r["step"]) < self.step] if path.is_file() else []
+        )
         row = {"step": self.step, "wall_time_s": f"{wall_time_s:.1f}"}
         row["val_mean"] = f"{sum(scores.values()) / len(scores):.6g}"
         row.update({f"val_t{t}": f"{v:.6g}" for t, v in scores.items()})
