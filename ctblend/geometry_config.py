@@ -14,9 +14,13 @@ An :class:`Acquisition` is either a named protocol (``svct8``, ``lact90+noise``,
     voxel_size: 1.0       # volume pixel size in the same length unit (default 1: voxel units)
     noise: false          # Poisson noise as in the protocols' +noise variant
 
-Lengths are in units of ``voxel_size`` (default: one volume pixel). A measurement file is HDF5 with
-datasets ``sinogram`` ``(Z, V, D)`` and optionally ``truth`` ``(Z, H, W)`` in [0, 1] units, the
-``spacing_mm`` attribute of the volume and the attributes listed in :func:`write_measurements`.
+3D geometries (``cone``, ``parallel3d``, ``cone_vec``: one operator on the whole volume) are
+described in :mod:`ctblend.geometry3d`.
+
+Lengths are in units of ``voxel_size`` (default: one volume pixel). A measurement file is HDF5
+with datasets ``sinogram`` ``(Z, V, D)`` (3D: ``projections`` ``(V, rows, cols)``), optionally
+``truth`` ``(Z, H, W)`` in [0, 1] units, the ``spacing_mm`` attribute of the volume and the
+attributes listed in :func:`write_measurements`.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ import torch
 import yaml
 
 import operators as ops
+from ctblend.geometry3d import GEOMETRY_3D_TYPES, Geometry3DConfig
 from ctblend.io import DataError, write_hdf5
+from ctblend.io.output import atomic_path
 from ctblend.protocol import Protocol, get_protocol
+from ctblend.yaml_fields import count, number, parse_angles
 
 __all__ = [
     "FORMAT_MEASUREMENTS",
@@ -44,6 +51,7 @@ __all__ = [
     "Acquisition",
     "GeometryConfig",
     "Measurements",
+    "geometry_from_dict",
     "geometry_from_yaml",
     "read_arrays",
     "read_measurements",
@@ -53,6 +61,8 @@ __all__ = [
 
 GEOMETRY_TYPES = ("parallel", "fan_flat", "fan_arc")
 FORMAT_MEASUREMENTS = "ctblend-measurements"
+PROJECTIONS = "projections"
+"""The dataset of a 3D acquisition's measurements: ``(V, rows, cols)``, one image per view."""
 _KEYS = {
     "type",
     "angles",
@@ -63,43 +73,6 @@ _KEYS = {
     "voxel_size",
     "noise",
 }
-
-
-def _number(source: object, key: str, value: Any, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DataError(f"{source}: {key} is {value!r}; expected a number")
-    if positive and value <= 0:
-        raise DataError(f"{source}: {key} is {value!r}; expected a positive number")
-    return float(value)
-
-
-def _angles_deg(source: object, value: Any, kind: str) -> tuple[float, ...]:
-    """The YAML ``angles`` entry → explicit angles in degrees."""
-    arc = 180.0 if kind == "parallel" else 360.0
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise DataError(f"{source}: angles is {value}; expected at least one view")
-        return tuple(float(a) for a in np.arange(value) * (arc / value))
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"count", "start_deg", "stop_deg"}
-        if unknown or "count" not in value:
-            raise DataError(
-                f"{source}: angles is {dict(value)!r}; expected {{count, start_deg, stop_deg}}"
-            )
-        count = value["count"]
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise DataError(f"{source}: angles count is {count!r}; expected a positive int")
-        start = _number(source, "angles start_deg", value.get("start_deg", 0.0), positive=False)
-        stop = _number(source, "angles stop_deg", value.get("stop_deg", start + arc), False)
-        if stop <= start:
-            raise DataError(f"{source}: angles stop_deg {stop} <= start_deg {start}")
-        return tuple(float(a) for a in start + np.arange(count) * ((stop - start) / count))
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0:
-        return tuple(_number(source, "angles", a, positive=False) for a in value)
-    raise DataError(
-        f"{source}: angles is {value!r}; expected a view count, a list of degrees or "
-        "{count, start_deg, stop_deg}"
-    )
 
 
 @dataclass(frozen=True)
@@ -133,9 +106,7 @@ class GeometryConfig:
         for key in ("angles", "det_count"):
             if key not in data:
                 raise DataError(f"{source}: '{key}' is missing; expected it for a {kind} geometry")
-        det_count = data["det_count"]
-        if isinstance(det_count, bool) or not isinstance(det_count, int) or det_count < 1:
-            raise DataError(f"{source}: det_count is {det_count!r}; expected a positive int")
+        det_count = count(source, "det_count", data["det_count"])
         fan = kind != "parallel"
         distances = {}
         for key in ("src_orig", "orig_det"):
@@ -144,13 +115,13 @@ class GeometryConfig:
             if not fan and data.get(key) is not None:
                 raise DataError(f"{source}: '{key}' is given; a parallel geometry has no source")
             if fan:
-                distances[key] = _number(source, key, data[key], positive=key == "src_orig")
+                distances[key] = number(source, key, data[key], positive=key == "src_orig")
         return cls(
             type=kind,
-            angles_deg=_angles_deg(source, data["angles"], kind),
+            angles_deg=parse_angles(source, data["angles"], 180.0 if kind == "parallel" else 360.0),
             det_count=det_count,
-            det_spacing=_number(source, "det_spacing", data.get("det_spacing", 1.0)),
-            voxel_size=_number(source, "voxel_size", data.get("voxel_size", 1.0)),
+            det_spacing=number(source, "det_spacing", data.get("det_spacing", 1.0)),
+            voxel_size=number(source, "voxel_size", data.get("voxel_size", 1.0)),
             **distances,
         )
 
@@ -182,8 +153,28 @@ class GeometryConfig:
         return d
 
 
-def geometry_from_yaml(path: str | os.PathLike) -> tuple[GeometryConfig, bool]:
-    """Read a geometry YAML file (schema in the module docstring) → (geometry, noise)."""
+AnyGeometry = GeometryConfig | Geometry3DConfig
+
+
+def geometry_from_dict(
+    data: Mapping[str, Any], source: object = "geometry", base: Path | None = None
+) -> AnyGeometry:
+    """A 2D (slice-wise) or 3D geometry from its YAML or explicit dict form, by ``type``."""
+    if not isinstance(data, Mapping):
+        raise DataError(f"{source}: expected a mapping with type, angles, det_count, ...")
+    if data.get("type") in GEOMETRY_3D_TYPES:
+        return Geometry3DConfig.from_dict(data, source, base)
+    if data.get("type") not in GEOMETRY_TYPES:
+        raise DataError(
+            f"{source}: type is {data.get('type')!r}; expected one of "
+            f"{GEOMETRY_TYPES + GEOMETRY_3D_TYPES}"
+        )
+    return GeometryConfig.from_dict(data, source)
+
+
+def geometry_from_yaml(path: str | os.PathLike) -> tuple[AnyGeometry, bool]:
+    """Read a geometry YAML file (2D: module docstring; 3D: :mod:`ctblend.geometry3d`) →
+    (geometry, noise)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: geometry file not found; expected a YAML file")
@@ -194,21 +185,23 @@ def geometry_from_yaml(path: str | os.PathLike) -> tuple[GeometryConfig, bool]:
         raise DataError(f"{path}: invalid YAML ({first}); expected a geometry mapping") from exc
     if not isinstance(data, Mapping):
         raise DataError(f"{path}: expected a mapping with type, angles, det_count, ...")
-    noise = data.get("noise", False)
+    data = dict(data)
+    noise = data.pop("noise", False)
     if not isinstance(noise, bool):
         raise DataError(f"{path}: noise is {noise!r}; expected true or false")
-    return GeometryConfig.from_dict(data, path), noise
+    return geometry_from_dict(data, path, base=path.parent), noise
 
 
 @dataclass(frozen=True)
 class Acquisition:
     """How measurements are taken: a named ``protocol`` or a custom ``geometry`` (+ ``noise``).
 
-    ``operator((Z, H, W))`` builds the slice-wise operator; ``simulate`` takes measurements.
+    ``operator((Z, H, W))`` builds the operator (slice-wise for a protocol or a 2D geometry, one
+    operator on the whole volume for a 3D geometry); ``simulate`` takes measurements.
     """
 
     protocol: str | None = None
-    geometry: GeometryConfig | None = None
+    geometry: AnyGeometry | None = None
     noise: bool = False
 
     def __post_init__(self) -> None:
@@ -222,28 +215,38 @@ class Acquisition:
     def name(self) -> str:
         if self.protocol is not None:
             return self.protocol
-        return f"{self.geometry.type}{len(self.geometry.angles_deg)}" + (
-            "+noise" if self.noise else ""
-        )
+        return f"{self.geometry.type}{self._n_views}" + ("+noise" if self.noise else "")
+
+    @property
+    def _n_views(self) -> int:
+        if isinstance(self.geometry, Geometry3DConfig):
+            return self.geometry.n_views
+        return len(self.geometry.angles_deg)
+
+    @property
+    def is_3d(self) -> bool:
+        """True when one operator acts on the whole volume (projections ``(V, rows, cols)``)."""
+        return isinstance(self.geometry, Geometry3DConfig)
 
     def _protocol(self) -> Protocol:
         if self.protocol is not None:
             return get_protocol(self.protocol)
-        n = len(self.geometry.angles_deg)
-        return Protocol(self.name, n, 360.0, False, self.noise)
+        return Protocol(self.name, self._n_views, 360.0, False, self.noise)
 
     def operator(self, shape: Sequence[int]) -> ops.Operator:
-        """Slice-wise operator for a ``(Z, H, W)`` volume."""
+        """The operator for a ``(Z, H, W)`` volume."""
         shape = tuple(int(s) for s in shape)
         if len(shape) != 3:
             raise DataError(f"acquisition {self.name}: volume shape {shape}; expected (Z, H, W)")
         if self.protocol is not None:
             return get_protocol(self.protocol).operator(shape)
+        if self.is_3d:
+            return ops.Operator(self.geometry.volume(shape), self.geometry.projection())
         size = self.geometry.voxel_size
         vg = ops.volume(shape, spacing=(1.0, size, size))
         return ops.Operator(vg, self.geometry.projection())
 
-    def resolved_geometry(self, shape: Sequence[int]) -> GeometryConfig:
+    def resolved_geometry(self, shape: Sequence[int]) -> AnyGeometry:
         """The explicit geometry for ``shape`` (a protocol's depends on the slice size)."""
         if self.geometry is not None:
             return self.geometry
@@ -252,9 +255,14 @@ class Acquisition:
     def simulate(
         self, A: ops.Operator, x: torch.Tensor, pixel_mm: float, seed: int = 0
     ) -> torch.Tensor:
-        """Measurements ``(Z, V, D)`` of ``x`` ``(Z, H, W)`` in [0, 1] units; ``pixel_mm`` is the
-        in-plane pixel size in mm (sets the path lengths of the Poisson noise)."""
-        size = 1.0 if self.geometry is None else self.geometry.voxel_size
+        """Measurements ``A.range_shape`` of ``x`` ``(Z, H, W)`` in [0, 1] units; ``pixel_mm`` is
+        the in-plane pixel size in mm (sets the path lengths of the Poisson noise)."""
+        if self.geometry is None:
+            size = 1.0
+        elif self.is_3d:
+            size = self.geometry.voxel_size[2]
+        else:
+            size = self.geometry.voxel_size
         return self._protocol().simulate(A, x, voxel_mm=pixel_mm / size, seed=seed)
 
     def to_attrs(self, shape: Sequence[int]) -> dict[str, Any]:
@@ -273,8 +281,7 @@ class Acquisition:
         if not isinstance(geometry, Mapping):
             raise DataError(f"{source}: no 'protocol' or 'geometry' attribute; expected one")
         return cls(
-            geometry=GeometryConfig.from_dict(geometry, source),
-            noise=bool(attrs.get("noise", False)),
+            geometry=geometry_from_dict(geometry, source), noise=bool(attrs.get("noise", False))
         )
 
 
@@ -299,8 +306,7 @@ def write_arrays(
     names = list(arrays)
     if not names:
         raise DataError(f"{path}: nothing to write; expected at least one array")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with atomic_path(path) as tmp:
         write_hdf5(tmp, arrays[names[0]], spacing_mm=spacing_mm, attrs=attrs, dataset=names[0])
         with h5py.File(tmp, "a") as f:
             for name in names[1:]:
@@ -318,13 +324,6 @@ def write_arrays(
                     shuffle=True,
                     track_times=False,
                 )
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # the temporary file was private (mkstemp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -368,9 +367,19 @@ def read_arrays(
     return arrays, attrs
 
 
+def _file_shape(range_shape: Sequence[int], acquisition: Acquisition) -> tuple[int, ...]:
+    """The stored shape of measurements of ``range_shape``: ``(V, rows, cols)`` in 3D."""
+    if acquisition.is_3d:
+        rows, views, cols = range_shape
+        return (views, rows, cols)
+    return tuple(range_shape)
+
+
 @dataclass(frozen=True)
 class Measurements:
-    """A measurement file: sinogram ``(Z, V, D)``, optional truth ``(Z, H, W)`` in [0, 1]."""
+    """A measurement file: ``sinogram`` in the operator's layout (``(Z, V, D)`` slice-wise,
+    ``(rows, V, cols)`` in 3D; the file stores 3D projections ``(V, rows, cols)``), optional
+    truth ``(Z, H, W)`` in [0, 1]."""
 
     sinogram: np.ndarray
     acquisition: Acquisition
@@ -397,7 +406,12 @@ def write_measurements(
     (``simulate`` adds scale, seed, source, slices, versions).
     """
     volume_shape = tuple(int(s) for s in volume_shape)
-    arrays = {"sinogram": sinogram} if truth is None else {"sinogram": sinogram, "truth": truth}
+    if acquisition.is_3d:  # the operator's (rows, V, cols) → one projection image per view
+        arrays = {PROJECTIONS: torch.as_tensor(sinogram).transpose(0, 1)}
+    else:
+        arrays = {"sinogram": sinogram}
+    if truth is not None:
+        arrays["truth"] = truth
     meta = {
         "kind": FORMAT_MEASUREMENTS,
         **acquisition.to_attrs(volume_shape),
@@ -409,8 +423,14 @@ def write_measurements(
 
 def read_measurements(path: str | os.PathLike) -> Measurements:
     """Read a file written by :func:`write_measurements`; the shapes are checked."""
-    arrays, attrs = read_arrays(path, required=("sinogram",))
+    arrays, attrs = read_arrays(path)
     acquisition = Acquisition.from_attrs(attrs, path)
+    name = PROJECTIONS if acquisition.is_3d else "sinogram"
+    if name not in arrays:
+        raise DataError(
+            f"{path}: no dataset {name!r} (found {sorted(arrays)}); expected a file written by "
+            "`ctblend simulate`"
+        )
     shape = attrs.get("volume_shape")
     if not (isinstance(shape, list) and len(shape) == 3):
         raise DataError(f"{path}: volume_shape attribute is {shape!r}; expected [Z, H, W]")
@@ -418,11 +438,14 @@ def read_measurements(path: str | os.PathLike) -> Measurements:
     spacing = attrs.pop("spacing_mm", None)
     if spacing is None or len(spacing) != 3:
         raise DataError(f"{path}: spacing_mm attribute is {spacing!r}; expected [dz, dy, dx]")
-    sinogram = np.asarray(arrays["sinogram"], dtype=np.float32)
+    sinogram = np.asarray(arrays[name], dtype=np.float32)
+    if acquisition.is_3d and sinogram.ndim == 3:
+        sinogram = np.ascontiguousarray(sinogram.transpose(1, 0, 2))
     expected = acquisition.operator(shape).range_shape
     if tuple(sinogram.shape) != tuple(expected):
+        stored = _file_shape(expected, acquisition)
         raise DataError(
-            f"{path}: sinogram has shape {sinogram.shape}; expected {tuple(expected)} for "
+            f"{path}: {name} has shape {arrays[name].shape}; expected {stored} for "
             f"{acquisition.name} on a volume of {shape}"
         )
     truth = arrays.get("truth")

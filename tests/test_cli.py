@@ -570,7 +570,7 @@ def test_geometry_yaml_forms_and_errors(tmp_path):
         {"type": "fan_flat", "angles": 4, "det_count": 3, "src_orig": 9, "orig_det": 1}
     ).angles_deg == (0, 90, 180, 270)
     bad = {
-        "type: cone\nangles: 4\ndet_count: 3\n": "type is 'cone'",
+        "type: helix\nangles: 4\ndet_count: 3\n": "type is 'helix'",
         "type: parallel\nangles: 4\ndet_count: 3\nsrc_orig: 5\n": "'src_orig' is given",
         "type: parallel\nangles: 4\ndet_count: 0\n": "det_count is 0",
         "type: parallel\nangles: 4\ndet_count: 3\ndetectors: 3\n": "unknown geometry keys",
