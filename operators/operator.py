@@ -51,11 +51,11 @@ class Operator:
     Args:
         vol_geom: the voxel grid (``operators.volume``).
         proj_geom: any projection geometry of ``operators.geometry``.
-        backend: ``"auto"``, ``"torch_sparse"``, ``"astra"`` or ``"raymarch"``.
+        backend: ``"auto"``, ``"torch_sparse"``, ``"astra"``, ``"joseph"`` or ``"raymarch"``.
         check_finite: reject inputs with NaN/inf (one cheap reduction per call).
-        memory_budget: bytes the ``torch_sparse`` matrix cache may use, or the sample points
-            of one chunk of rays of ``raymarch`` (default 8 GiB; 256 MiB on the CPU and 2 GiB on
-            a GPU).
+        memory_budget: bytes the ``torch_sparse`` matrix cache may use (default 8 GiB), or the
+            working memory of one chunk of rays of ``joseph`` (64 MiB) or ``raymarch`` (256 MiB
+            on the CPU, 2 GiB on a GPU).
     """
 
     def __init__(

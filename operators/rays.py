@@ -9,11 +9,13 @@ the source; for parallel beams it is the detector pixel centre.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .geometry import (
+    ConeVecGeometry,
     FanGeometry,
     FanVecGeometry,
     ParallelVecGeometry,
@@ -104,3 +106,50 @@ def box_hits(vol: VolumeGeometry, origin: np.ndarray, direction: np.ndarray) -> 
     """Boolean mask of the lines (numpy rays, as ``rays_2d`` makes) that cross the volume."""
     t_in, t_out = clip_to_box(vol, torch.from_numpy(origin), torch.from_numpy(direction))
     return (t_out > t_in).numpy()
+
+
+_HIT_CHUNK = 2**20  # rays per chunk of the construction-time check that some ray hits
+
+
+@dataclass(frozen=True)
+class Rays3D:
+    """The rays of a 3D geometry that crosses ``vol``: its ASTRA ``vectors`` ``(n_angles, 12)``
+    (float64, CPU), ``det_shape`` (rows, cols) and whether they start at a source (``cone``)."""
+
+    vectors: torch.Tensor
+    det_shape: tuple[int, int]
+    cone: bool
+
+    @classmethod
+    def of(cls, vol: VolumeGeometry, pg: ProjectionGeometry) -> Rays3D:
+        """The rays of ``pg``; a ValueError where none crosses the volume."""
+        vec = pg.to_vec()
+        rays = cls(
+            torch.tensor(vec.vectors, dtype=torch.float64),
+            vec.det_shape,
+            isinstance(vec, ConeVecGeometry),
+        )
+        if not rays._some_hit(vol):
+            raise ValueError(
+                f"the projection geometry misses the volume: no ray of {pg.shape} crosses the "
+                f"volume of shape {vol.shape}, spacing {vol.spacing}, center {vol.center}"
+            )
+        return rays
+
+    @property
+    def count(self) -> int:
+        return self.det_shape[0] * self.vectors.shape[0] * self.det_shape[1]
+
+    def range(self, start: int, stop: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rays_3d`` of the rays ``start:stop``, made in float64 on ``device``."""
+        return rays_3d(self.vectors.to(device), self.det_shape, self.cone, start, stop)
+
+    def _some_hit(self, vol: VolumeGeometry) -> bool:
+        for start in range(0, self.count, _HIT_CHUNK):
+            origin, direction = self.range(start, min(start + _HIT_CHUNK, self.count), "cpu")
+            t_in, t_out = clip_to_box(vol, origin, direction)
+            if self.cone:
+                t_in = t_in.clamp_min(0)
+            if bool((t_out > t_in).any()):
+                return True
+        return False

@@ -95,7 +95,7 @@ def test_astra_runs_on_the_tensors_device_not_the_current_one():
 def test_auto_is_matched_and_astra_cuda_says_once_that_it_is_not():
     _astra_cuda()
     vg, pg = ops.volume((8, 16, 16)), ops.cone(12, (12, 24), 1.5, 60.0, 30.0)
-    assert ops.Operator(vg, pg).backend.name == "raymarch"
+    assert ops.Operator(vg, pg).backend.name == "joseph"
     with pytest.warns(UserWarning, match="approximately the adjoint"):
         A = ops.Operator(vg, pg, backend="astra")
     with warnings.catch_warnings():

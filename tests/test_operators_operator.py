@@ -56,9 +56,9 @@ def test_dot_test_astra_cpu(name, astra):
 @pytest.mark.parametrize(
     "pg", [ops.parallel3d(7, (12, 20), 1.1), ops.cone(9, (14, 22), 1.2, 40.0, 20.0)]
 )
-def test_dot_test_raymarch(pg):
-    A = ops.Operator(ops.volume((10, 12, 14)), pg)
-    assert A.backend.name == "raymarch"
+@pytest.mark.parametrize("backend", ["joseph", "raymarch"])
+def test_dot_test_3d(pg, backend):
+    A = ops.Operator(ops.volume((10, 12, 14)), pg, backend=backend)
     assert ops.dot_test(A, torch.float64) <= 1e-10
     assert ops.dot_test(A, torch.float32) <= 1e-5
 
@@ -253,6 +253,7 @@ def test_astra_fan_arc_is_refused(astra):
 BACKENDS_TINY = {
     "torch_sparse": (ops.volume((6, 7)), ops.fan_flat(5, 10, 1.5, 30.0, 10.0)),
     "astra": (ops.volume((6, 7)), ops.parallel(5, 10)),
+    "joseph": (ops.volume((4, 5, 6)), ops.cone(3, (5, 6), 1.5, 30.0, 10.0)),
     "raymarch": (ops.volume((4, 5, 6)), ops.cone(3, (5, 6), 1.5, 30.0, 10.0)),
 }
 
@@ -337,4 +338,4 @@ def test_astra_older_than_2_5_is_refused(astra, monkeypatch):
 def test_auto_picks_an_exactly_matched_pair():
     assert ops.Operator(ops.volume((8, 8)), ops.parallel(4, 12)).backend.name == "torch_sparse"
     A = ops.Operator(ops.volume((4, 8, 8)), ops.cone(3, (6, 6), 1.0, 30.0, 10.0))
-    assert A.backend.name == "raymarch" and ops.dot_test(A) <= 1e-10
+    assert A.backend.name == "joseph" and ops.dot_test(A) <= 1e-10

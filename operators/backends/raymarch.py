@@ -15,11 +15,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..geometry import ConeVecGeometry, ProjectionGeometry, VolumeGeometry
-from ..rays import clip_to_box, rays_3d
+from ..geometry import ProjectionGeometry, VolumeGeometry
+from ..rays import Rays3D, clip_to_box
 
 DEFAULT_BUDGET_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}  # per device type
-_CHECK_CHUNK = 2**20  # rays per chunk of the construction-time check that some ray hits
 
 
 class RayMarchBackend:
@@ -36,7 +35,6 @@ class RayMarchBackend:
     ):
         if pg.ndim != 3 or vol.ndim != 3:
             raise ValueError("raymarch handles 3D geometries with a (Z, H, W) volume")
-        vec = pg.to_vec()
         self.vol, self.pg = vol, pg
         self.domain_shape = vol.shape
         self.range_shape = pg.shape
@@ -49,46 +47,31 @@ class RayMarchBackend:
         diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(vol.shape, vol.spacing, strict=True)))
         self.max_samples = math.ceil(diagonal / self.step) + 1
         self.n_rays = math.prod(pg.shape)
-        self._cone = isinstance(vec, ConeVecGeometry)
-        self._det_shape = vec.det_shape
-        self._vectors = torch.tensor(vec.vectors, dtype=torch.float64)
+        self._rays = Rays3D.of(vol, pg)
         ext = vol.extent[::-1]  # (x, y, z)
         self._lo = torch.tensor([e[0] for e in ext], dtype=torch.float64)
         self._size = torch.tensor([e[1] - e[0] for e in ext], dtype=torch.float64)
-        if not self._some_ray_hits():
-            raise ValueError(
-                f"the projection geometry misses the volume: no ray of {pg.shape} crosses the "
-                f"volume of shape {vol.shape}, spacing {vol.spacing}, center {vol.center}"
-            )
 
-    def _segments(self, vectors: torch.Tensor, start: int, stop: int):
+    def _segments(self, start: int, stop: int, device: torch.device):
         """Entry point, direction (normalised grid units), per-ray step and sample count."""
-        origin, direction = rays_3d(vectors, self._det_shape, self._cone, start, stop)
+        origin, direction = self._rays.range(start, stop, device)
         t_in, t_out = clip_to_box(self.vol, origin, direction)
-        if self._cone:  # rays start at the source
+        if self._rays.cone:  # rays start at the source
             t_in = t_in.clamp_min(0)
         length = (t_out - t_in).clamp_min(0)
         count = torch.ceil(length / self.step)
-        lo, size = self._lo.to(vectors.device), self._size.to(vectors.device)
+        lo, size = self._lo.to(device), self._size.to(device)
         entry = (origin + t_in[:, None] * direction - lo) / size * 2 - 1
         return entry, direction / size * 2, length / count.clamp_min(1), count
-
-    def _some_ray_hits(self) -> bool:
-        for start in range(0, self.n_rays, _CHECK_CHUNK):
-            stop = min(start + _CHECK_CHUNK, self.n_rays)
-            if bool((self._segments(self._vectors, start, stop)[3] > 0).any()):
-                return True
-        return False
 
     def _chunks(self, batch: int, device: torch.device, dtype: torch.dtype):
         """``(start, stop, grid (1, 1, R, S, 3), weight (R, S))`` per chunk of rays."""
         per_sample = (16 + 2 * batch) * torch.finfo(dtype).bits // 8
         budget = self.budget or DEFAULT_BUDGET_BYTES.get(device.type, DEFAULT_BUDGET_BYTES["cpu"])
         rays = max(1, budget // (self.max_samples * per_sample))
-        vectors = self._vectors.to(device)
         for start in range(0, self.n_rays, rays):
             stop = min(start + rays, self.n_rays)
-            entry, direction, step, count = self._segments(vectors, start, stop)
+            entry, direction, step, count = self._segments(start, stop, device)
             samples = int(count.max())
             if samples == 0:
                 continue
