@@ -259,7 +259,10 @@ def _error_cases(work: Path, tmp_path: Path) -> dict[str, tuple[list, str]]:
             "'slice2d' prior",
         ),
         "missing volume": (["simulate", tmp_path / "nope.nii", "--out", "a.h5"], "nope.nii"),
-        "unknown option": (["recon", sino, "nfe=3", "--out", "a.h5"], "no option 'nfe'"),
+        "unknown option": (
+            ["recon", sino, "nfe=3", "--out", "a.h5"],
+            "fbp: option 'nfe' is not used by this method",
+        ),
         "pickle checkpoint": (
             ["recon", sino, "--method", "dds", "--prior", tmp_path / "model.pt", "--out", "a.h5"],
             "model.pt: not a ctblend checkpoint",

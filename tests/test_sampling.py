@@ -9,7 +9,7 @@ from torch import nn
 
 import operators as ops
 from ctblend.diffusion import VPSchedule
-from ctblend.methods import limited_angle, reconstruct
+from ctblend.pipeline import limited_angle, reconstruct
 from ctblend.priors.base import InferenceOptions
 from ctblend.priors.blend import BlendPrior
 from ctblend.priors.blendpp import BlendPPPrior
@@ -54,6 +54,9 @@ class OraclePrior:
     def eps(self, x_t, t, step, generator=None):
         self.net.x_t = x_t
         return self.prior.eps(x_t, t, step, generator)
+
+    def with_policy(self, policy):
+        return OraclePrior(self.prior.with_policy(policy), self.net)
 
 
 def _volume(z=11, n=16, seed=3):

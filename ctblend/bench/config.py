@@ -7,12 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ctblend.config_io import from_dict, read_yaml_config, write_yaml_config
 from ctblend.data.scaling import SCALES, scale_size
-from ctblend.io.output import write_text
 from ctblend.protocol import get_protocol
-from ctblend.training.config import read_yaml_config
 
 BENCH_METHODS = (
     "fbp",
@@ -142,14 +139,10 @@ class BenchConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> BenchConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown bench settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return from_dict(cls, data, "bench settings")
 
     def to_yaml(self, path: str | Path) -> None:
-        write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_yaml_config(self, path)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> BenchConfig:

@@ -7,22 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ctblend.bench.config import BenchConfig
-from ctblend.data.phantom import ct_phantom, phantom_spacing_mm
-from ctblend.data.scaling import hu_to_unit, to_scale
 from ctblend.data.splits import ROLES, manifest_split
 from ctblend.geometry_config import Acquisition, geometry_from_yaml
-from ctblend.io import read_volume
-from ctblend.methods import PRIOR_OF_METHOD
+from ctblend.io.volume import volume_stem
+from ctblend.pipeline import PRIOR_OF_METHOD
+from ctblend.pipeline.volumes import VolumeInput, phantom_input
+from ctblend.pipeline.volumes import load_volume as load_volume_file
+from ctblend.pipeline.weights import SHIPPED_BASE, shipped_name, weights_dir
 from ctblend.priors.base import precision_options
 from ctblend.priors.loading import CheckpointError, load_prior, read_spec
 from ctblend.protocol import get_protocol
-
-SHIPPED_PRIORS = {"blend++": "blendpp", "blend": "blend", "slice2d": "slice2d"}
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ def resolve_volumes(specs: tuple[str, ...], ct_dir: str | None) -> list[VolumeSo
             continue
         path = Path(spec)
         if path.exists():
-            out.append(VolumeSource(_volume_name(path), path))
+            out.append(VolumeSource(volume_stem(path), path))
             continue
         if ct_dir is None:
             raise ValueError(
@@ -72,35 +69,12 @@ def resolve_volumes(specs: tuple[str, ...], ct_dir: str | None) -> list[VolumeSo
     return out
 
 
-def _volume_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".h5", ".hdf5", ".hdf", ".npy", ".npz"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def load_volume(
-    source: VolumeSource, config: BenchConfig
-) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Ground truth ``(Z, S, S)`` float32 in [0, 1] at the scale, and its spacing (dz, dy, dx)
-    in mm after the in-plane resizing."""
-    size = config.size
+def load_volume(source: VolumeSource, config: BenchConfig) -> VolumeInput:
+    """The ground truth ``(Z, S, S)`` in [0, 1] at the scale (the phantom of seed 0 for
+    ``phantom``), cut to ``config.z_range``, and its spacing after the in-plane resizing."""
     if source.path is None:
-        shape = (source.phantom_slices, size, size)
-        x, spacing = ct_phantom(shape, seed=0), phantom_spacing_mm(shape)
-    else:
-        vol = read_volume(source.path, spacing_mm=config.spacing_mm)
-        x, (dz, dy, dx) = hu_to_unit(vol.hu), vol.spacing_mm
-        spacing = (dz, dy * vol.hu.shape[1] / size, dx * vol.hu.shape[2] / size)
-    if config.z_range is not None:
-        start, stop = config.z_range
-        if stop > x.shape[0]:
-            raise ValueError(
-                f"{source.name}: z_range {start}:{stop} beyond its {x.shape[0]} slices"
-            )
-        x = x[start:stop]
-    return np.ascontiguousarray(to_scale(x, size), dtype=np.float32), tuple(map(float, spacing))
+        return phantom_input(source.phantom_slices, config.size, 0, config.z_range)
+    return load_volume_file(source.path, config.size, config.z_range, None, config.spacing_mm)
 
 
 def bench_acquisitions(config: BenchConfig) -> list[tuple[str, Acquisition]]:
@@ -132,7 +106,7 @@ class Priors:
                     raise ValueError(f"--prior for {kind!r}: {given} does not exist")
                 self.paths[kind] = (Path(given), True)
             else:
-                default = WEIGHTS_DIR / f"{SHIPPED_PRIORS[kind]}_{config.scale_name}"
+                default = weights_dir() / shipped_name(kind, config.scale_name)
                 self.paths[kind] = (default if default.exists() else None, False)
         if config.fbp_unet is not None and not Path(config.fbp_unet).is_dir():
             raise ValueError(f"--fbp-unet: {config.fbp_unet} is not a folder")
@@ -169,7 +143,7 @@ class Priors:
     def _missing(self, kind: str) -> str:
         """The skip reason when no ``kind`` prior fits: none shipped, or shipped for other sizes."""
         sizes = []
-        for folder in sorted(WEIGHTS_DIR.glob(f"{SHIPPED_PRIORS[kind]}_*")):
+        for folder in sorted(weights_dir().glob(f"{SHIPPED_BASE[kind]}_*")):
             try:
                 sizes.append(f"{folder.name} is {read_spec(folder).image_size}²")
             except CheckpointError:
@@ -178,7 +152,7 @@ class Priors:
             return f"skipped: no prior (no {kind!r} prior given or shipped)"
         return (
             f"skipped: no prior (no {kind!r} prior for {self.config.size}²: shipped "
-            f"{', '.join(sizes)}; give one with --prior-{SHIPPED_PRIORS[kind]} or use that scale)"
+            f"{', '.join(sizes)}; give one with --prior-{SHIPPED_BASE[kind]} or use that scale)"
         )
 
     def _fbp_unet(self, protocol_name: str) -> tuple[Any, str, str | None]:
@@ -191,7 +165,9 @@ class Priors:
         if self.config.fbp_unet is not None:
             candidates = sorted(p for p in Path(self.config.fbp_unet).iterdir() if p.is_dir())
         else:
-            default = WEIGHTS_DIR / f"fbpunet_{self.config.scale_name}_{protocol_name}"
+            default = weights_dir() / shipped_name(
+                "fbp-unet", self.config.scale_name, protocol_name
+            )
             candidates = [default] if default.is_dir() else []
         found = None
         for folder in candidates:
@@ -203,7 +179,7 @@ class Priors:
                 found = folder
                 break
         if found is None:
-            where = self.config.fbp_unet or WEIGHTS_DIR
+            where = self.config.fbp_unet or weights_dir()
             reason = f"skipped: no prior (no FBP-UNet for {protocol_name} at {size}² in {where})"
             self.cache[key] = (None, "", reason)
         else:

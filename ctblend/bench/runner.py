@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 
 import torch
 
-import operators as ops
 from ctblend.bench.config import ABLATIONS, DEFAULT_ABLATION, BenchConfig
 from ctblend.bench.inputs import Priors, bench_acquisitions, load_volume, resolve_volumes
 from ctblend.bench.memory import PeakMemory
@@ -27,8 +25,8 @@ from ctblend.bench.records import (
 from ctblend.bench.tables import write_panel, write_tables
 from ctblend.io import write_hdf5
 from ctblend.io.output import write_text
-from ctblend.methods import PRIOR_OF_METHOD, DiffusionConfig, reconstruct
-from ctblend.metrics import volume_scores
+from ctblend.pipeline import PRIOR_OF_METHOD, DiffusionBlendPPConfig
+from ctblend.pipeline.run import Case, run_method, simulate_case
 from ctblend.runtime import describe_machine, machine_info, resolve_device
 
 log = logging.getLogger("ctblend.bench")
@@ -55,7 +53,7 @@ def cell_plan(config: BenchConfig) -> Iterator[tuple[str, str]]:
     for method in config.methods:
         yield method, DEFAULT_ABLATION
     default = cell_method_config("diffusionblend++", DEFAULT_ABLATION, 0, config)
-    default_nfe = default.get("nfe", DiffusionConfig.nfe)
+    default_nfe = default.get("nfe", DiffusionBlendPPConfig.nfe)
     for ablation in config.ablations:
         changed = cell_method_config("diffusionblend++", ablation, 0, config)
         if {**default, "nfe": default_nfe} != {**changed, "nfe": changed.get("nfe", default_nfe)}:
@@ -77,28 +75,20 @@ def run_bench(config: BenchConfig) -> list[dict]:
     volume_info: dict[str, dict] = {}
     notes: list[str] = []
     for source in sources:
-        truth_np, spacing = load_volume(source, config)
-        voxel_mm = spacing[1]
-        truth = torch.from_numpy(truth_np).to(device)
-        shape = tuple(truth.shape)
+        volume = load_volume(source, config)
         volume_info[source.name] = {
-            "shape": list(shape),
-            "spacing_mm": [round(s, 4) for s in spacing],
+            "shape": list(volume.x.shape),
+            "spacing_mm": [round(s, 4) for s in volume.spacing_mm],
             "path": str(source.path) if source.path else "procedural phantom (seed 0)",
         }
         for name, acquisition in acquisitions:
-            A = acquisition.operator(shape)
             for seed in config.seeds:
-                y = acquisition.simulate(A, truth, voxel_mm, seed=seed)
+                case = simulate_case(volume, acquisition, seed, device)
                 for method, ablation in cell_plan(config):
                     cell = Cell(source.name, name, method, ablation, seed)
-                    rows.append(
-                        run_cell(
-                            config, out, cell, A, y, truth, voxel_mm, priors, device, description
-                        )
-                    )
+                    rows.append(run_cell(config, out, cell, case, priors, device, description))
                 panel = Cell(source.name, name, "all", DEFAULT_ABLATION, seed)
-                notes += write_panel(config, out, panel, truth_np, spacing, rows)
+                notes += write_panel(config, out, panel, volume.x, volume.spacing_mm, rows)
         write_tables(config, out, rows, machine, volume_info, notes)
     write_tables(config, out, rows, machine, volume_info, notes)
     return rows
@@ -108,20 +98,19 @@ def run_cell(
     config: BenchConfig,
     out: Path,
     cell: Cell,
-    A: ops.Operator,
-    y: torch.Tensor,
-    truth: torch.Tensor,
-    voxel_mm: float,
+    case: Case,
     priors: Priors,
     device: torch.device,
     machine: str,
 ) -> dict:
+    """One cell: reconstruct ``case`` (or skip it, or read it back from its cell file)."""
     key, method, seed = cell.key, cell.method, cell.seed
+    shape = tuple(case.A.domain_shape)
     base = {
         **dataclasses.asdict(cell),
-        "shape": "x".join(str(s) for s in truth.shape),
+        "shape": "x".join(str(s) for s in shape),
         "scale": config.scale_name,
-        "voxel_mm": round(voxel_mm, 4),
+        "voxel_mm": round(case.spacing_mm[1], 4),
     }
     prior, prior_label, skip = priors.get(method, cell.protocol)
     if skip is not None:
@@ -129,10 +118,10 @@ def run_cell(
         return blank_row(**base, status=skip, machine=machine)
     method_config = cell_method_config(method, cell.ablation, seed, config)
     fingerprint = {
-        "shape": list(truth.shape),
+        "shape": list(shape),
         "scale": config.scale_name,
         "z_range": config.z_range,
-        "geometry": str(A.proj_geom),
+        "geometry": str(case.A.proj_geom),
         "config": method_config,
         "prior": prior_label,
     }
@@ -144,24 +133,19 @@ def run_cell(
     log.info("%s: running", key)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+    memory = PeakMemory()
     try:
-        with PeakMemory() as memory:
-            x, record = reconstruct(method, y, A, prior, **method_config)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
+        result = run_method(case, method, prior, method_config, monitor=memory)
     except (ValueError, RuntimeError) as exc:
         log.exception("%s failed", key)
         status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         return blank_row(**base, status=status, machine=machine)
-    x = x.clamp(0.0, 1.0)
-    scores = volume_scores(x, truth)
+    x, record, scores = result.x.clamp(0.0, 1.0), result.record, result.scores
     row = blank_row(
         **base,
         **scores,
         status="done",
-        seconds=round(seconds, 3),
+        seconds=round(result.seconds, 3),
         nfe=int(record.get("nfe") or 0),
         peak_mem_mb=round(memory.peak_mb, 1),
         gpu_peak_mb=(
@@ -184,7 +168,7 @@ def run_cell(
     log.info(
         "%s: done in %.1f s, PSNR axial %.2f / coronal %.2f / sagittal %.2f dB",
         key,
-        seconds,
+        result.seconds,
         scores["axial_psnr"],
         scores["coronal_psnr"],
         scores["sagittal_psnr"],

@@ -15,8 +15,8 @@ from ctblend.bench.config import DEFAULT_ABLATION, BenchConfig
 from ctblend.bench.memory import MEMORY_NOTE
 from ctblend.bench.records import COLUMNS, Cell, json_safe, read_reconstructions
 from ctblend.io.output import write_text
-from ctblend.methods import DiffusionConfig
 from ctblend.metrics import PLANES
+from ctblend.pipeline import DiffusionBlendPPConfig
 from ctblend.runtime import describe_machine
 
 
@@ -186,7 +186,7 @@ def _markdown(
             lines += [
                 "",
                 f"### diffusionblend++ ablations on {volume} (default: adjacency + cross, "
-                f"cross every 2nd step, {config.nfe or DiffusionConfig.nfe} NFE)",
+                f"cross every 2nd step, {config.nfe or DiffusionBlendPPConfig.nfe} NFE)",
                 "",
                 _MD_HEADER,
                 "|" + "---|" * _MD_HEADER.count(" | ") + "---|",

@@ -67,6 +67,20 @@ def atomic_path(path: str | os.PathLike, folder: bool = False) -> Iterator[Path]
         raise
 
 
+@contextlib.contextmanager
+def removed_on_error(*paths: Path) -> Iterator[None]:
+    """On any exception in the block, remove those of ``paths`` that did not exist before (the
+    files of a command that writes several)."""
+    existed = {p: p.exists() for p in paths}
+    try:
+        yield
+    except BaseException:
+        for path, was_there in existed.items():
+            if not was_there:
+                path.unlink(missing_ok=True)
+        raise
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:

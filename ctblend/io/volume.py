@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,10 +14,21 @@ import numpy as np
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NUMPY_SUFFIXES = (".npy", ".npz")
+#: Every volume file suffix, longest match first (``.nii.gz`` before ``.nii``).
+VOLUME_SUFFIXES = (".nii.gz", *HDF5_SUFFIXES, ".nii", *NUMPY_SUFFIXES)
 # Files with these suffixes are documentation beside a DICOM series: ignored without a warning.
 DOC_SUFFIXES = (".json", ".txt", ".md", ".csv", ".xml", ".html", ".pdf", ".log", ".png", ".jpg")
 # Attribute names with a fixed meaning in ctblend HDF5 files (not free metadata).
 RESERVED_ATTRS = ("spacing_mm", "json_attrs", "format", "path")
+
+
+def volume_stem(path: str | os.PathLike) -> str:
+    """A volume's name without its suffix (``a.nii.gz`` → ``a``; a DICOM folder keeps its name)."""
+    name = Path(path).name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 class DataError(ValueError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -50,6 +52,12 @@ class BlendPPPrior:
         self.schedule = schedule or VPSchedule()
         self.policy = policy or PartitionPolicy()
         self.net = BatchedNetwork(model, options or InferenceOptions())
+
+    def with_policy(self, policy: PartitionPolicy) -> BlendPPPrior:
+        """This prior (sharing its network) with another partition policy."""
+        clone = copy.copy(self)
+        clone.policy = policy
+        return clone
 
     def eps_groups(self, groups: Tensor, t: int, label: int) -> Tensor:
         """groups: (G, 3, H, W) 3-slice patches with gap ``label`` → ε (G, 3, H, W)."""

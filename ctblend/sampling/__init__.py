@@ -8,14 +8,13 @@ from .consistency import (
     diff_z,
     diff_z_adjoint,
 )
-from .sampler import SamplerConfig, posterior_sample
+from .sampler import posterior_sample
 
 __all__ = [
     "ADMMTVz",
     "CGConsistency",
     "DataConsistency",
     "NoiseAwareConsistency",
-    "SamplerConfig",
     "diff_z",
     "diff_z_adjoint",
     "posterior_sample",

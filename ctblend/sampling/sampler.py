@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
@@ -23,18 +22,6 @@ from .consistency import DataConsistency
 
 StepCallback = Callable[[int, int, Tensor], None]
 """``callback(step, t, x0_unit)`` after data consistency, x0 in [0, 1] units."""
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """Sampler knobs: network evaluations, DDIM η, seed."""
-
-    nfe: int = 200
-    eta: float = 0.85
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def to_unit(x: Tensor) -> Tensor:
@@ -52,26 +39,29 @@ def posterior_sample(
     A: ops.Operator,
     y: Tensor,
     consistency: DataConsistency,
-    config: SamplerConfig | None = None,
+    *,
+    nfe: int = 200,
+    eta: float = 0.85,
+    seed: int = 0,
     schedule: VPSchedule | None = None,
     callback: StepCallback | None = None,
 ) -> tuple[Tensor, dict]:
-    """Reconstruct ``(Z, H, W)`` in [0, 1]-units from ``y`` (shape ``A.range_shape``).
+    """Reconstruct ``A.domain_shape`` in [0, 1]-units from ``y`` (shape ``A.range_shape``) in
+    ``nfe`` DDIM steps with stochasticity ``eta``, noise drawn from ``seed``.
 
     Returns the volume (not clipped) and a record with timings and the NFE used.
     """
-    config = config or SamplerConfig()
     schedule = schedule or VPSchedule()
     shape = A.domain_shape
     if len(shape) != 3:
         raise ValueError(f"posterior_sample needs a (Z, H, W) operator domain, got {shape}")
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     device, dtype = y.device, y.dtype
     # noise drawn where it is used: on a GPU from a generator of its own (no host copy per
     # step); on the CPU the shared generator, as before
-    noise = generator if device.type == "cpu" else torch.Generator(device).manual_seed(config.seed)
+    noise = generator if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
     x = torch.randn(shape, generator=noise, dtype=torch.float32, device=device).to(dtype)
-    timesteps = schedule.ddim_timesteps(config.nfe)
+    timesteps = schedule.ddim_timesteps(nfe)
     consistency.reset()
     prior_seconds = dc_seconds = 0.0
     x0 = x
@@ -90,9 +80,9 @@ def posterior_sample(
                 x0 = x0_unit
                 break
             z = None
-            if config.eta > 0:
+            if eta > 0:
                 z = torch.randn(shape, generator=noise, dtype=torch.float32, device=device)
                 z = z.to(dtype)
-            x = schedule.ddim_step(to_prior(x0_unit), eps, timesteps[i + 1], config.eta, z)
+            x = schedule.ddim_step(to_prior(x0_unit), eps, timesteps[i + 1], eta, z)
     record = {"nfe": len(timesteps), "prior_seconds": prior_seconds, "dc_seconds": dc_seconds}
     return x0, record

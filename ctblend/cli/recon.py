@@ -1,0 +1,205 @@
+"""``ctblend recon``: reconstruct a sinogram file or a volume + protocol → HDF5 + PNG.
+
+``--inputs DIR`` under ``torchrun --nproc_per_node N -m ctblend recon …`` gives every rank the
+inputs ``rank, rank + N, …`` (no process group is needed); existing outputs are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import common
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "recon",
+        help="reconstruct a sinogram file or a volume + protocol → HDF5 + PNG",
+        description="Reconstruct measurements (a file from 'ctblend simulate', or a volume with "
+        "--protocol/--geometry) with one method. Writes dataset 'recon' with the method, config, "
+        "seed, timings and (when the truth is known) metrics as attributes, and a PNG. "
+        "With --inputs DIR every entry of DIR is reconstructed; under torchrun the entries are "
+        "shared among the processes. Existing outputs are skipped.",
+        epilog="KEY=VALUE items set method options, e.g. nfe=100 eta=0.85 cg_iters=5 "
+        "partition=adjacency (diffusion methods), iterations=300 (sirt, tv), lam=0.02 (tv), "
+        "filter=hann (fbp).",
+    )
+    p.add_argument(
+        "items",
+        nargs="*",
+        metavar="INPUT | KEY=VALUE",
+        help="the input file/folder and method options",
+    )
+    p.add_argument("--inputs", metavar="DIR", help="reconstruct every volume or sinogram in DIR")
+    p.add_argument(
+        "--method",
+        default="fbp",
+        help="fbp (default), sirt, tv, dds, dds2d, diffusionblend, diffusionblend++",
+    )
+    p.add_argument("--prior", metavar="PATH", help="checkpoint folder or shipped prior name")
+    p.add_argument("--nfe", type=common.positive_int, help="diffusion steps (default 200; dds 100)")
+    common.add_precision(p)
+    p.add_argument("--overwrite", action="store_true", help="recompute existing outputs")
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="output file (default <input>_<method>.h5), or "
+        "folder with --inputs (default <DIR>_<method>)",
+    )
+    common.add_acquisition(p, default=None)
+    common.add_common(p)
+    p.set_defaults(handler=run, options=None)
+
+
+def _method_config(method: str, overrides: dict, args: argparse.Namespace):
+    """The validated config of ``method`` from ``KEY=VALUE`` items, ``--nfe`` and ``--seed``."""
+    from ctblend.pipeline import PRIOR_OF_METHOD, method_config
+
+    options = dict(overrides)
+    if args.nfe is not None:
+        options["nfe"] = args.nfe
+    if method in PRIOR_OF_METHOD and args.seed is not None:
+        options.setdefault("seed", args.seed)
+    return method_config(method, options)
+
+
+def _load_prior(method: str, args: argparse.Namespace, device):
+    """(network, its path) for ``method``: ``--prior`` or the shipped DiffusionBlend++ prior."""
+    from ctblend.pipeline import PRIOR_OF_METHOD
+    from ctblend.pipeline.weights import resolve_prior, shipped_prior
+    from ctblend.priors.base import precision_options
+    from ctblend.priors.loading import load_prior
+
+    if method == "fbp-unet":
+        from ctblend.baselines.fbp_unet import FBPUNet
+
+        if not args.prior:
+            raise ValueError("method 'fbp-unet' needs --prior FOLDER (an FBP-UNet network)")
+        path = resolve_prior(args.prior)
+        return FBPUNet.load(path, device=device), path
+    if method not in PRIOR_OF_METHOD:
+        return None, None
+    if args.prior:
+        path = resolve_prior(args.prior)
+    elif method == "diffusionblend++" and shipped_prior() is not None:
+        path = shipped_prior()
+    else:
+        raise ValueError(
+            f"method {method!r} needs a trained {PRIOR_OF_METHOD[method]!r} prior: pass "
+            "--prior CHECKPOINT (no shipped prior is installed for it)"
+        )
+    options = precision_options(args.precision, device)
+    return load_prior(path, kind=PRIOR_OF_METHOD[method], device=device, **options), path
+
+
+def _batch_entries(folder: Path) -> list[Path]:
+    from ctblend.io.volume import VOLUME_SUFFIXES
+
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--inputs {folder}: not a folder")
+    entries = [
+        p
+        for p in sorted(folder.iterdir())
+        if not p.name.startswith(".") and (p.is_dir() or p.name.lower().endswith(VOLUME_SUFFIXES))
+    ]
+    if not entries:
+        raise ValueError(
+            f"--inputs {folder}: no volumes or measurement files (expected .h5, .nii(.gz), "
+            ".npy/.npz files or DICOM series folders)"
+        )
+    return entries
+
+
+def _jobs(paths: list[str], method: str, args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """(input, output) pairs of ``--inputs DIR`` or of the one input."""
+    from ctblend.io.output import check_writable
+    from ctblend.io.volume import volume_stem
+
+    if args.inputs:
+        if paths:
+            raise ValueError(f"both --inputs and an input ({paths[0]}) given; expected one")
+        entries = _batch_entries(Path(args.inputs))
+        folder = Path(args.out or f"{Path(args.inputs).name}_{method}")
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--out {folder}: exists and is not a folder")
+        check_writable(folder)
+        return [(e, folder / f"{volume_stem(e)}_{method}.h5") for e in entries]
+    if len(paths) != 1:
+        raise ValueError(
+            f"expected one input (a measurement file or a volume), got {len(paths)}: "
+            f"{' '.join(paths) or 'none'}; for many, use --inputs DIR"
+        )
+    source = Path(paths[0])
+    if not source.exists() and paths[0] != "phantom":
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    return [(source, common.check_output(Path(args.out or f"{volume_stem(source)}_{method}.h5")))]
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    paths, overrides = common.split_items(args.items)
+    method = args.method
+    jobs = _jobs(paths, method, args)
+    acquisition = common.acquisition(args, required=False)
+    config = _method_config(method, {**(args.options or {}), **overrides}, args)
+    from ctblend.pipeline.recon import ReconInput, input_kind, load_case, reconstruct_file
+    from ctblend.runtime import resolve_device
+
+    kinds: dict[Path, str | None | ValueError] = {}
+    for source, _ in jobs:
+        try:
+            kinds[source] = input_kind(source)
+        except ValueError as exc:  # one bad entry of a batch fails alone, below
+            if len(jobs) == 1:
+                raise
+            kinds[source] = exc
+    for source, kind in kinds.items():
+        if isinstance(kind, str) and acquisition is None:
+            raise ValueError(
+                f"{source} is a volume ({kind}), not measurements: give --protocol or "
+                "--geometry to simulate its measurements (or pass a file written by "
+                "`ctblend simulate`)"
+            )
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    mine = jobs[rank::world]
+    tag = f"[rank {rank}/{world}] " if world > 1 else ""
+    if not mine:
+        print(f"{tag}nothing to do ({len(jobs)} inputs for {world} processes)")
+        return 0
+    device = resolve_device(args.device)
+    prior, prior_path = _load_prior(method, args, device)
+    how = ReconInput(acquisition, args.scale, args.slices, args.phantom_slices, args.seed or 0)
+    failures = 0
+    show = common.progress(args)
+    for source, out in tqdm(mine, desc="volumes", disable=not show or len(mine) < 2):
+        if out.exists() and not args.overwrite:
+            tqdm.write(f"{tag}skip {out} (exists; --overwrite recomputes it)")
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        try:
+            if isinstance(kinds[source], ValueError):
+                raise kinds[source]
+            case = load_case(source, kinds[source] is None, how, device)
+            metrics = reconstruct_file(
+                source, case, out, method, config, prior, prior_path,
+                seed=how.seed, device=device, progress=show,
+            )  # fmt: skip
+        except (ValueError, FileNotFoundError) as exc:
+            if len(jobs) == 1:
+                raise
+            failures += 1
+            tqdm.write(f"ctblend: error: {source}: {common.one_line(exc)}", file=sys.stderr)
+            continue
+        score = ""
+        if metrics:
+            score = f", axial PSNR {metrics['axial_psnr']:.2f} dB, SSIM {metrics['axial_ssim']:.3f}"
+        tqdm.write(f"{tag}wrote {out} ({time.perf_counter() - start:.1f} s{score})")
+    if failures:
+        raise ValueError(f"{tag}{failures} of {len(mine)} inputs failed (see the lines above)")
+    return 0
