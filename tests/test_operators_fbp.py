@@ -164,45 +164,6 @@ def test_fbp_weights_each_view_of_a_non_uniform_angle_set():
     assert abs(rec.mean() - 1) <= 0.02
 
 
-def _cone_ball_projections(pg, r: float) -> np.ndarray:
-    """Chord lengths of a centred ball of radius ``r`` along every ray of a circular cone."""
-    rows, cols = pg.det_shape
-    dv, du = pg.det_spacing
-    beta = np.asarray(pg.angles)[None, :, None]
-    u = (np.arange(cols) - (cols - 1) / 2)[None, None, :] * du
-    v = (np.arange(rows) - (rows - 1) / 2)[:, None, None] * dv
-    src = np.stack(
-        np.broadcast_arrays(np.sin(beta) * pg.src_orig, -np.cos(beta) * pg.src_orig, 0 * beta), -1
-    )
-    pix = np.stack(
-        np.broadcast_arrays(
-            -np.sin(beta) * pg.orig_det + np.cos(beta) * u,
-            np.cos(beta) * pg.orig_det + np.sin(beta) * u,
-            v,
-        ),
-        -1,
-    )
-    d = pix - src
-    d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    t = -(src * d).sum(-1)
-    dist2 = (src**2).sum(-1) - t**2
-    return 2 * np.sqrt(np.clip(r**2 - dist2, 0, None))
-
-
-@pytest.mark.parametrize("short_scan", [False, True])
-def test_fdk_of_an_analytic_ball_full_and_short_scan(short_scan):
-    n, r = 40, 12.0
-    src, det, shape = 80.0, 40.0, (48, 80)
-    half_fan = math.atan(shape[1] / 2 / (src + det))
-    angles = np.linspace(0, math.pi + 2 * half_fan, 100, endpoint=False) if short_scan else 90
-    A = ops.Operator(
-        ops.volume((n, n, n)), ops.cone(angles, shape, 1.0, src, det), backend="raymarch"
-    )
-    rec = ops.fdk(A, torch.tensor(_cone_ball_projections(A.proj_geom, r))).numpy()
-    dist = np.sqrt(((np.mgrid[:n, :n, :n] - (n - 1) / 2) ** 2).sum(0))
-    assert abs(rec[dist < r - 3].mean() - 1) <= 0.03
-
-
 def test_geometry_tables_are_built_once_per_geometry(monkeypatch):
     fbp_module = importlib.import_module("operators.fbp")  # the name fbp is the function
     A = ops.Operator(ops.volume((3, 16, 16)), ops.fan_flat(12, 24, 1.0, 40.0, 20.0))
