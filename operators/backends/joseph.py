@@ -28,14 +28,19 @@ DEFAULT_BUDGET_BYTES = 64 * 2**20  # per chunk of rays; larger chunks gain nothi
 _VOLUME_DIM = (3, 2, 1)  # x, y, z → the axis of a (B, Z, H, W) tensor
 
 
+_OUTSIDE = 3.0  # a grid_sample coordinate whose four neighbours all lie outside the grid
+
+
 @dataclass(frozen=True)
 class _Group:
-    """The rays of one chunk whose dominant axis is ``axis`` (0, 1, 2 = x, y, z).
+    """The ``R`` rays of one chunk whose dominant axis is ``axis`` (0, 1, 2 = x, y, z), laid
+    out as ``parts`` equal runs of ``run`` rays (grid_sample runs its batch axis in parallel on
+    the CPU; the last run is padded with rays outside the grid).
 
-    ``index`` ``(R,)`` into the chunk's rays; ``grid``/``step`` ``(1, 1, R, 2)``: the
+    ``index`` ``(R,)`` into the chunk's rays; ``grid``/``step`` ``(parts, run, 1, 2)``: the
     ``grid_sample`` coordinates in plane 0 and their change per plane; ``weight`` ``(R,)`` the
-    ray length per plane; ``planes`` ``(R, 2)`` the first and last plane in front of the source,
-    or None where every ray sees every plane.
+    ray length per plane; ``planes`` ``(parts, 1, run, 2)`` the first and last plane in front of
+    the source, or None where every ray sees every plane.
     """
 
     axis: int
@@ -44,6 +49,17 @@ class _Group:
     step: torch.Tensor
     weight: torch.Tensor
     planes: torch.Tensor | None
+
+    def join(self, t: torch.Tensor) -> torch.Tensor:
+        """``(parts, B, run, 1)`` → ``(B, R)``."""
+        parts, batch, run, _ = t.shape
+        return t.permute(1, 0, 2, 3).reshape(batch, parts * run)[:, : self.index.numel()]
+
+    def masked(self, t: torch.Tensor, k: int) -> torch.Tensor:
+        """``t`` ``(parts, B, run, 1)`` zeroed for the rays whose source lies beyond plane ``k``."""
+        if self.planes is None:
+            return t
+        return t * ((self.planes[..., 0:1] <= k) & (self.planes[..., 1:2] >= k)).to(t.dtype)
 
 
 class JosephBackend:
@@ -72,7 +88,9 @@ class JosephBackend:
         self._count = torch.tensor(vol.shape[::-1], dtype=torch.float64)
 
     def _groups(self, start: int, stop: int, device, dtype) -> Iterator[_Group]:
-        """The rays ``start:stop`` split by dominant axis, made in float64, given in ``dtype``."""
+        """The rays ``start:stop`` split by dominant axis, made in float64, given in ``dtype``;
+        in as many runs as torch has threads on the CPU, one on a GPU."""
+        parts = torch.get_num_threads() if torch.device(device).type == "cpu" else 1
         origin, direction = self._rays.range(start, stop, device)
         lo, spacing, count = (t.to(device) for t in (self._lo, self._spacing, self._count))
         axis_of_ray = (direction.abs() / spacing).argmax(dim=1)
@@ -96,12 +114,12 @@ class JosephBackend:
                 first = torch.where(dt > 0, source.ceil(), -math.inf)
                 last = torch.where(dt > 0, math.inf, source.floor())
                 if bool(((first > 0) | (last < count[axis] - 1)).any()):
-                    planes = torch.stack([first, last], dim=1)
+                    planes = _runs(torch.stack([first, last], dim=1), parts)[:, None]
             yield _Group(
                 axis,
                 index,
-                grid.to(dtype)[None, None],
-                step.to(dtype)[None, None],
+                _runs(grid, parts, _OUTSIDE)[:, :, None].to(dtype),
+                _runs(step, parts)[:, :, None].to(dtype),
                 dt.abs().to(dtype),
                 planes,
             )
@@ -112,13 +130,6 @@ class JosephBackend:
         for start in range(0, self.n_rays, rays):
             yield start, min(start + rays, self.n_rays)
 
-    @staticmethod
-    def _masked(t: torch.Tensor, group: _Group, k: int) -> torch.Tensor:
-        """``t`` ``(..., R)`` zeroed for the rays whose source lies beyond plane ``k``."""
-        if group.planes is None:
-            return t
-        return t * ((group.planes[:, 0] <= k) & (group.planes[:, 1] >= k)).to(t.dtype)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, Z, H, W) → (B, det_rows, n_angles, det_cols)``."""
         batch = x.shape[0]
@@ -128,12 +139,13 @@ class JosephBackend:
             for g in self._groups(start, stop, x.device, x.dtype):
                 if g.axis not in stacks:
                     stacks[g.axis] = x.permute(*_permutation(g.axis)).contiguous()
-                total = torch.zeros((batch, g.index.numel()), dtype=x.dtype, device=x.device)
+                parts, run = g.grid.shape[:2]
+                total = x.new_zeros((parts, batch, run, 1))
                 for k, plane in enumerate(stacks[g.axis]):
                     grid = torch.add(g.grid, g.step, alpha=k)
-                    sample = F.grid_sample(plane[None], grid, align_corners=False)[0, :, 0]
-                    total += self._masked(sample, g, k)
-                out[:, start + g.index] = total * g.weight
+                    planes = plane[None].expand(parts, -1, -1, -1)
+                    total += g.masked(F.grid_sample(planes, grid, align_corners=False), k)
+                out[:, start + g.index] = g.join(total) * g.weight
         return out.reshape(batch, *self.range_shape)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
@@ -148,19 +160,27 @@ class JosephBackend:
                     shape = [batch, *self.domain_shape]
                     stacks[g.axis] = y.new_zeros([shape[d] for d in perm])
                 stack = stacks[g.axis]
-                like = stack.new_zeros(()).expand(1, *stack.shape[1:])  # shape only, no memory
-                weighted = flat[:, start + g.index] * g.weight
+                parts = g.grid.shape[0]
+                like = stack.new_zeros(()).expand(parts, *stack.shape[1:])  # shape, no memory
+                weighted = (flat[:, start + g.index] * g.weight).T  # (R, B)
+                weighted = _runs(weighted, parts).permute(0, 2, 1)[..., None]  # (parts, B, run, 1)
                 for k in range(stack.shape[0]):
                     grid = torch.add(g.grid, g.step, alpha=k)
-                    cotangent = self._masked(weighted, g, k)[None, :, None]
                     grad, _ = torch.ops.aten.grid_sampler_2d_backward(
-                        cotangent, like, grid, 0, 0, False, [True, False]
+                        g.masked(weighted, k), like, grid, 0, 0, False, [True, False]
                     )  # bilinear, zero padding, align_corners=False: as in forward
-                    stack[k] += grad[0]
+                    stack[k] += grad.sum(dim=0)
         out = y.new_zeros((batch, *self.domain_shape))
         for axis, stack in stacks.items():
             out += stack.permute(*_inverse(_permutation(axis)))
         return out
+
+
+def _runs(t: torch.Tensor, parts: int, fill: float = 0.0) -> torch.Tensor:
+    """``(R, c)`` → ``(parts, run, c)``, padded with ``fill`` to ``parts · run`` rows."""
+    run = -(-t.shape[0] // parts)
+    padded = F.pad(t, (0, 0, 0, parts * run - t.shape[0]), value=fill)
+    return padded.reshape(parts, run, t.shape[1])
 
 
 def _permutation(axis: int) -> tuple[int, ...]:
