@@ -112,6 +112,24 @@ def test_adjoint_equals_the_transposed_dense_matrix(name):
     torch.testing.assert_close(A(x)[1], (M @ x[1].reshape(-1)).reshape(A.range_shape))
 
 
+@pytest.mark.parametrize("src_orig", [2.0, 35.0])  # the source inside the grid, and outside
+def test_runs_per_thread_give_the_one_thread_matrix(src_orig):
+    """With 3 torch threads the rays go in 3 padded runs: ``A`` and ``A.T`` still equal the
+    matrix built on one thread."""
+    A = ops.Operator(ops.volume((4, 5, 6)), ops.cone(ANGLES, (6, 7), 1.2, src_orig, 15.0))
+    M = _dense(A)
+    x = torch.randn(A.domain_shape, dtype=torch.float64)
+    y = torch.randn(A.range_shape, dtype=torch.float64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        ax, aty = A(x), A.T(y)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(ax.reshape(-1), M @ x.reshape(-1))
+    torch.testing.assert_close(aty.reshape(-1), M.T @ y.reshape(-1))
+
+
 def test_gradcheck_tiny_cone():
     A = ops.Operator(ops.volume((3, 4, 5)), ops.cone(3, (4, 5), 1.5, 30.0, 10.0))
     assert ops.gradcheck(A)

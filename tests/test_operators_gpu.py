@@ -36,12 +36,16 @@ def test_autograd_on_cuda_stays_on_device():
     assert x.grad.is_cuda
 
 
-def test_raymarch_on_cuda_matches_cpu():
+@pytest.mark.parametrize("backend", ["joseph", "raymarch"])
+def test_3d_backends_on_cuda_match_cpu(backend):
     A = ops.Operator(
-        ops.volume((12, 16, 16)), ops.cone(10, (16, 24), 1.5, 60.0, 30.0), backend="raymarch"
+        ops.volume((12, 16, 16)), ops.cone(10, (16, 24), 1.5, 60.0, 30.0), backend=backend
     )
-    x = torch.rand(12, 16, 16, dtype=torch.float64)
+    x = torch.rand(2, 12, 16, 16, dtype=torch.float64)
+    y = torch.rand(2, *A.range_shape, dtype=torch.float64)
     torch.testing.assert_close(A(x.cuda()).cpu(), A(x))
+    torch.testing.assert_close(A.T(y.cuda()).cpu(), A.T(y))
+    assert ops.dot_test(A, torch.float32, device="cuda", batch=2) <= 1e-5
 
 
 def test_astra_cuda_cone_matches_raymarch_and_is_matched():
