@@ -6,11 +6,13 @@ Conventions (DDPM, Ho et al. 2020): x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε with
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import cached_property
 
 import torch
 from torch import Tensor
+
+from ctblend.config_io import from_dict
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,4 @@ class VPSchedule:
 
     @classmethod
     def from_dict(cls, data: dict) -> VPSchedule:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown schedule keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return from_dict(cls, data, "schedule keys")

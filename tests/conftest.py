@@ -1,15 +1,40 @@
-"""Shared fixtures: the location of ../shared data and the GPU marker."""
+"""Shared fixtures: the location of ../shared data, the GPU marker, one intra-op thread, the
+small UNet of the model tests and two-process ``torchrun`` runs."""
 
 from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: A UNet small enough for CPU tests (``UNetConfig(**SMALL_UNET)``).
+SMALL_UNET = dict(
+    base_channels=8,
+    channel_mults=(1, 2),
+    num_res_blocks=1,
+    attention_levels=(1,),
+    head_channels=8,
+    norm_groups=4,
+)
+
+
+def torchrun(*args: str, cwd: Path | None = None, timeout: float = 300):
+    """``torchrun --standalone --nproc_per_node 2 ARGS`` (gloo on loopback, one thread each)."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        + [str(a) for a in args],
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def shared_dir() -> Path:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import torch
+from conftest import torchrun
 
 import operators as ops
 from ctblend.data.phantom import ct_phantom
@@ -19,35 +17,10 @@ NAMES = ("a", "b", "c")
 
 
 def torchrun_recon(cwd) -> str:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "ctblend",
-            "recon",
-            "--inputs",
-            "vols",
-            "--protocol",
-            "svct8",
-            "--scale",
-            "32",
-            "--method",
-            "fbp",
-            "--out",
-            "out",
-            "--quiet",
-        ],
-        cwd=cwd,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = torchrun(
+        "-m", "ctblend", "recon", "--inputs", "vols", "--protocol", "svct8", "--scale", "32",
+        "--method", "fbp", "--out", "out", "--quiet", cwd=cwd,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 

@@ -188,21 +188,23 @@ def test_truncated_written_hdf5(tmp_path: Path) -> None:
     assert_one_line_error(excinfo, str(path), "truncated", "expected a complete HDF5 file")
 
 
-def test_missing_hu_dataset(tmp_path: Path) -> None:
-    path = tmp_path / "nohu.h5"
+def _hdf5_with(path: Path, dataset: str, shape: tuple[int, ...]) -> Path:
+    """An HDF5 file holding one int16 dataset of zeros and a spacing."""
     with h5py.File(path, "w") as f:
-        f["volume"] = np.zeros((4, 8, 8), np.int16)
+        f[dataset] = np.zeros(shape, np.int16)
         f.attrs["spacing_mm"] = [1.0, 1.0, 1.0]
+    return path
+
+
+def test_missing_hu_dataset(tmp_path: Path) -> None:
+    path = _hdf5_with(tmp_path / "nohu.h5", "volume", (4, 8, 8))
     with pytest.raises(DataError) as excinfo:
         read_volume(path)
     assert_one_line_error(excinfo, str(path), "no dataset 'hu'", "volume")
 
 
 def test_2d_array_where_a_volume_is_expected(tmp_path: Path) -> None:
-    h5 = tmp_path / "flat.h5"
-    with h5py.File(h5, "w") as f:
-        f["hu"] = np.zeros((256, 256), np.int16)
-        f.attrs["spacing_mm"] = [1.0, 1.0, 1.0]
+    h5 = _hdf5_with(tmp_path / "flat.h5", "hu", (256, 256))
     with pytest.raises(DataError) as excinfo:
         read_volume(h5)
     assert_one_line_error(excinfo, str(h5), "(256, 256)", "2-D", "3-D volume (Z, H, W)")

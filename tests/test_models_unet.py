@@ -6,22 +6,13 @@ import math
 
 import pytest
 import torch
+from conftest import SMALL_UNET
 
 from ctblend.models import KIND_CHANNELS, UNet, UNetConfig, count_parameters
 from ctblend.models.embeddings import sinusoidal_embedding
 from ctblend.training import load_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-SMALL = dict(
-    base_channels=8,
-    channel_mults=(1, 2),
-    num_res_blocks=1,
-    attention_levels=(1,),
-    head_channels=8,
-    norm_groups=4,
-)
 
 
 def _randomised(cfg: UNetConfig) -> UNet:
@@ -36,7 +27,7 @@ def _randomised(cfg: UNetConfig) -> UNet:
 
 @pytest.mark.parametrize("kind", list(KIND_CHANNELS))
 def test_output_shape_per_kind_and_zero_init(kind):
-    cfg = UNetConfig(**SMALL).for_kind(kind)
+    cfg = UNetConfig(**SMALL_UNET).for_kind(kind)
     net = UNet(cfg)
     x = torch.randn(2, KIND_CHANNELS[kind][0], 16, 24)
     out = net(x, torch.tensor([0, 999]), torch.tensor([1, 3]))
@@ -46,7 +37,7 @@ def test_output_shape_per_kind_and_zero_init(kind):
 
 
 def test_fully_convolutional_sizes():
-    net = _randomised(UNetConfig(**SMALL))
+    net = _randomised(UNetConfig(**SMALL_UNET))
     for h, w in [(8, 8), (32, 16), (64, 64)]:
         assert net(torch.randn(1, 3, h, w), torch.tensor([5]), torch.tensor([1])).shape[-2:] == (
             h,
@@ -59,7 +50,7 @@ def test_fully_convolutional_sizes():
 
 
 def test_gap_label_changes_output():
-    net = _randomised(UNetConfig(**SMALL))
+    net = _randomised(UNetConfig(**SMALL_UNET))
     x = torch.randn(2, 3, 16, 16)
     t = torch.tensor([400, 400])
     with torch.no_grad():
@@ -76,14 +67,14 @@ def test_gap_label_changes_output():
 
 
 def test_gap_embedding_off_ignores_label():
-    net = _randomised(UNetConfig(**{**SMALL, "gap_embedding": False}))
+    net = _randomised(UNetConfig(**{**SMALL_UNET, "gap_embedding": False}))
     x, t = torch.randn(1, 3, 16, 16), torch.tensor([10])
     with torch.no_grad():
         assert torch.equal(net(x, t, torch.tensor([1])), net(x, t, torch.tensor([3])))
 
 
 def test_timestep_changes_output():
-    net = _randomised(UNetConfig(**SMALL))
+    net = _randomised(UNetConfig(**SMALL_UNET))
     x, g = torch.randn(1, 3, 16, 16), torch.tensor([1])
     with torch.no_grad():
         assert not torch.allclose(net(x, torch.tensor([10]), g), net(x, torch.tensor([900]), g))
@@ -117,11 +108,11 @@ def test_presets_sizes():
 )
 def test_config_validation(bad, match):
     with pytest.raises(ValueError, match=match):
-        UNetConfig(**{**SMALL, **bad})
+        UNetConfig(**{**SMALL_UNET, **bad})
 
 
 def test_config_dict_round_trip_and_unknown_key():
-    cfg = UNetConfig(**SMALL)
+    cfg = UNetConfig(**SMALL_UNET)
     assert UNetConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown UNet config keys"):
         UNetConfig.from_dict({**cfg.to_dict(), "channels": 3})

@@ -9,15 +9,8 @@ import pytest
 import torch
 
 import operators as ops
-from ctblend.pipeline import (
-    METHODS,
-    REGISTRY,
-    DDSConfig,
-    DiffusionBlendPPConfig,
-    SIRTConfig,
-    method_config,
-    reconstruct,
-)
+from ctblend.pipeline import METHODS, REGISTRY, method_config, reconstruct
+from ctblend.pipeline.configs import DDSConfig, DiffusionBlendPPConfig, SIRTConfig
 from ctblend.priors.partitions import PartitionPolicy
 
 #: An option each method does not use (another method's), per method.
@@ -33,8 +26,9 @@ UNUSED = {
 }
 
 
-def test_every_method_is_covered():
+def test_every_method_is_covered_and_names_its_config():
     assert set(UNUSED) == set(METHODS)
+    assert all(REGISTRY[m].config.method == m for m in METHODS)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -67,7 +61,7 @@ def test_every_config_round_trips_through_yaml(method, tmp_path):
         ("sirt", {"iterations": 0}, "sirt: option iterations=0; expected an integer >= 1"),
         ("tv", {"lam": -1.0}, "tv: option lam=-1.0"),
         ("fbp", {"filter": "box"}, "fbp: option filter='box'; expected one of ram-lak"),
-        ("dds", {"admm_persistent": "yes"}, "expected true or false"),
+        ("dds", {"admm_persistent": "yes"}, "expected one of False, True"),
         ("dds2d", {"consistency": "admm"}, "expected one of cg, cg-slice, noise-aware"),
         ("diffusionblend++", {"partition": "cross"}, "expected one of fixed, adjacency"),
         ("diffusionblend", {"nfe": 0}, "diffusionblend: option nfe=0"),

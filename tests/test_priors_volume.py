@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_UNET
 from torch import nn
 
 from ctblend.diffusion import VPSchedule
@@ -27,16 +28,6 @@ from ctblend.priors import (
 from ctblend.training.checkpoint import export_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-SMALL = dict(
-    base_channels=8,
-    channel_mults=(1, 2),
-    num_res_blocks=1,
-    attention_levels=(1,),
-    head_channels=8,
-    norm_groups=4,
-)
 
 
 class ChannelEcho(nn.Module):
@@ -72,7 +63,7 @@ def _slice_index_volume(z: int, size: int = 8) -> torch.Tensor:
 
 def _randomised_unet(kind: str) -> UNet:
     torch.manual_seed(3)
-    net = UNet(UNetConfig(**SMALL).for_kind(kind))
+    net = UNet(UNetConfig(**SMALL_UNET).for_kind(kind))
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 0.2)

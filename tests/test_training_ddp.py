@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from conftest import torchrun
 from safetensors.torch import load_file
 
 from ctblend.priors import load_prior
@@ -47,23 +45,7 @@ def ddp_run(tmp_path_factory):
     script = tmp / "worker.py"
     script.write_text(WORKER)
     out = tmp / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(script),
-            str(out),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = torchrun(script, out, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -96,16 +78,9 @@ def test_resume_with_another_world_size_continues_with_a_warning(ddp_run, tmp_pa
     out = tmp_path / "run"
     shutil.copytree(ddp_run, out)
 
-    cfg = load_config(
-        "tiny",
-        image_size=16,
-        batch_size=3,
-        warmup_steps=1,
-        log_every=1,
-        checkpoint_every=1,
-        phases=[{"steps": 3, "crop": 8}],
-        device="cpu",
-    )
+    every_step = {"warmup_steps": 1, "log_every": 1, "checkpoint_every": 1, "device": "cpu"}
+    phases = [{"steps": 3, "crop": 8}]
+    cfg = load_config("tiny", image_size=16, batch_size=3, phases=phases, **every_step)
     with caplog.at_level("WARNING"):
         result = train(cfg, BlobDataset(40, 16), out, progress=False)
     assert result.steps == 3

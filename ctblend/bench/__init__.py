@@ -27,7 +27,7 @@ CSV, JSON, panels) and ``cli`` (the command line).
 
 from ctblend.bench.cli import add_arguments, config_from_args, run
 from ctblend.bench.config import ABLATIONS, BENCH_METHODS, BENCH_PROTOCOLS, BenchConfig
-from ctblend.bench.inputs import load_volume, resolve_volumes
+from ctblend.bench.inputs import load_source, resolve_volumes
 from ctblend.bench.memory import PeakMemory
 from ctblend.bench.records import COLUMNS
 from ctblend.bench.runner import cell_plan, run_bench
@@ -42,7 +42,7 @@ __all__ = [
     "add_arguments",
     "cell_plan",
     "config_from_args",
-    "load_volume",
+    "load_source",
     "resolve_volumes",
     "run",
     "run_bench",

@@ -113,14 +113,14 @@ class BenchConfig:
             raise ValueError(f"z_range {self.z_range}: expected START STOP with 0 <= START < STOP")
         if self.nfe is not None and self.nfe < 1:
             raise ValueError(f"nfe must be >= 1, got {self.nfe}")
-        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device {self.device!r}: expected cpu, cuda, cuda:N or auto")
-        if self.precision not in ("fp32", "bf16", "auto"):
-            raise ValueError(f"precision {self.precision!r}: expected fp32, bf16 or auto")
-
-    @property
-    def size(self) -> int:
-        return scale_size(self.scale)
+        choices = {
+            "device": ("cpu", "cuda", "cuda:N", "auto"),
+            "precision": ("fp32", "bf16", "auto"),
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed and not (name == "device" and value.startswith("cuda:")):
+                raise ValueError(f"{name} {value!r}: expected {', '.join(allowed)}")
 
     @property
     def scale_name(self) -> str:
@@ -129,6 +129,10 @@ class BenchConfig:
             return self.scale
         named = {size: name for name, size in SCALES.items()}
         return named.get(self.size, f"{self.size}px")
+
+    @property
+    def size(self) -> int:
+        return scale_size(self.scale)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

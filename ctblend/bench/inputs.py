@@ -14,8 +14,7 @@ from ctblend.data.splits import ROLES, manifest_split
 from ctblend.geometry_config import Acquisition, geometry_from_yaml
 from ctblend.io.volume import volume_stem
 from ctblend.pipeline import PRIOR_OF_METHOD
-from ctblend.pipeline.volumes import VolumeInput, phantom_input
-from ctblend.pipeline.volumes import load_volume as load_volume_file
+from ctblend.pipeline.volumes import VolumeInput, load_volume, phantom_input
 from ctblend.pipeline.weights import SHIPPED_BASE, shipped_name, weights_dir
 from ctblend.priors.base import precision_options
 from ctblend.priors.loading import CheckpointError, load_prior, read_spec
@@ -69,12 +68,12 @@ def resolve_volumes(specs: tuple[str, ...], ct_dir: str | None) -> list[VolumeSo
     return out
 
 
-def load_volume(source: VolumeSource, config: BenchConfig) -> VolumeInput:
+def load_source(source: VolumeSource, config: BenchConfig) -> VolumeInput:
     """The ground truth ``(Z, S, S)`` in [0, 1] at the scale (the phantom of seed 0 for
     ``phantom``), cut to ``config.z_range``, and its spacing after the in-plane resizing."""
     if source.path is None:
         return phantom_input(source.phantom_slices, config.size, 0, config.z_range)
-    return load_volume_file(source.path, config.size, config.z_range, None, config.spacing_mm)
+    return load_volume(source.path, config.size, config.z_range, None, config.spacing_mm)
 
 
 def bench_acquisitions(config: BenchConfig) -> list[tuple[str, Acquisition]]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ctblend.bench.config import ABLATIONS, DEFAULT_ABLATION, BenchConfig
-from ctblend.bench.inputs import Priors, bench_acquisitions, load_volume, resolve_volumes
+from ctblend.bench.inputs import Priors, bench_acquisitions, load_source, resolve_volumes
 from ctblend.bench.memory import PeakMemory
 from ctblend.bench.records import (
     Cell,
@@ -25,7 +25,8 @@ from ctblend.bench.records import (
 from ctblend.bench.tables import write_panel, write_tables
 from ctblend.io import write_hdf5
 from ctblend.io.output import write_text
-from ctblend.pipeline import PRIOR_OF_METHOD, DiffusionBlendPPConfig
+from ctblend.pipeline import PRIOR_OF_METHOD
+from ctblend.pipeline.configs import DiffusionBlendPPConfig
 from ctblend.pipeline.run import Case, run_method, simulate_case
 from ctblend.runtime import describe_machine, machine_info, resolve_device
 
@@ -75,7 +76,7 @@ def run_bench(config: BenchConfig) -> list[dict]:
     volume_info: dict[str, dict] = {}
     notes: list[str] = []
     for source in sources:
-        volume = load_volume(source, config)
+        volume = load_source(source, config)
         volume_info[source.name] = {
             "shape": list(volume.x.shape),
             "spacing_mm": [round(s, 4) for s in volume.spacing_mm],

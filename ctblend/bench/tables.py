@@ -16,7 +16,7 @@ from ctblend.bench.memory import MEMORY_NOTE
 from ctblend.bench.records import COLUMNS, Cell, json_safe, read_reconstructions
 from ctblend.io.output import write_text
 from ctblend.metrics import PLANES
-from ctblend.pipeline import DiffusionBlendPPConfig
+from ctblend.pipeline.configs import DiffusionBlendPPConfig
 from ctblend.runtime import describe_machine
 
 

@@ -8,15 +8,20 @@ from pathlib import Path
 
 from . import common
 
+HELP = "simulate 8-view CT of a real chest CT (or --volume) and compare methods"
+DESCRIPTION = (
+    "Simulate sparse-view CT of the shipped real chest-CT excerpt (or --volume, "
+    "--phantom), reconstruct with FBP, SIRT, TV, FBP-UNet and DiffusionBlend++ (when shipped), "
+    "print PSNR/SSIM and write a figure and an HDF5 file."
+)
+PRIOR_HELP = (
+    "DiffusionBlend++ checkpoint (default: the shipped ctblend/weights/blendpp_cpu128 if installed)"
+)
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="simulate 8-view CT of a real chest CT (or --volume) and compare methods",
-        description="Simulate sparse-view CT of the shipped real chest-CT excerpt (or --volume, "
-        "--phantom), reconstruct with FBP, SIRT, TV, FBP-UNet and DiffusionBlend++ (when shipped), "
-        "print PSNR/SSIM and write a figure and an HDF5 file.",
-    )
+
+def add_arguments(p) -> None:
+    """The options of ``ctblend demo``: the input volume, the methods and their settings, the
+    output folder."""
     p.add_argument(
         "--volume",
         metavar="PATH",
@@ -42,12 +47,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--quick", action="store_true", help="a shortened run (CI): 9 slices, 10 steps")
     common.add_precision(p)
-    p.add_argument(
-        "--prior",
-        metavar="PATH",
-        help="DiffusionBlend++ checkpoint "
-        "(default: the shipped ctblend/weights/blendpp_cpu128 if installed)",
-    )
+    p.add_argument("--prior", metavar="PATH", help=PRIOR_HELP)
     p.add_argument("--protocol", default="svct8", help="measurement protocol (default svct8)")
     p.add_argument(
         "--size", type=common.scale, default="cpu128", help="in-plane size (default cpu128 = 128)"
@@ -62,7 +62,6 @@ def add_parser(sub) -> None:
         help="output folder (default ./ctblend_demo)",
     )
     common.add_common(p)
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,11 +26,13 @@ PACKAGES = (
 )
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("info", help="versions, backends, GPU, shipped priors")
+HELP = "versions, backends, GPU, shipped priors"
+
+
+def add_arguments(p) -> None:
+    """The options of ``ctblend info``."""
     p.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_common(p, options_config=False)
-    p.set_defaults(handler=run)
 
 
 def _info() -> dict[str, Any]:

@@ -25,6 +25,20 @@ DELEGATED = {
 }
 
 
+#: Every command in ``ctblend --help`` order: its module (``HELP``, ``DESCRIPTION``, ``EPILOG``,
+#: ``add_arguments(parser)``, ``run(args)``), or None for a delegated one.
+COMMANDS = {
+    "demo": demo,
+    "simulate": simulate,
+    "recon": recon,
+    "train": train,
+    "sample": sample,
+    "bench": None,
+    "train-fbp-unet": None,
+    "info": info,
+}
+
+
 def _run_delegated(command: str, argv: list[str]) -> int:
     module_name, _, description = DELEGATED[command]
     try:
@@ -57,11 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=common.Parser
     )
     parser.set_defaults(subparsers=sub.choices)
-    for module in (demo, simulate, recon, train, sample):
-        module.add_parser(sub)
-    for command, (_, summary, _) in DELEGATED.items():  # parsed by _run_delegated
-        sub.add_parser(command, help=summary, add_help=False)
-    info.add_parser(sub)
+    for command, module in COMMANDS.items():
+        if module is None:  # parsed by _run_delegated
+            sub.add_parser(command, help=DELEGATED[command][1], add_help=False)
+            continue
+        description = getattr(module, "DESCRIPTION", None)
+        epilog = getattr(module, "EPILOG", None)
+        p = sub.add_parser(command, help=module.HELP, description=description, epilog=epilog)
+        module.add_arguments(p)
+        p.set_defaults(handler=module.run)
     return parser
 
 

@@ -14,20 +14,23 @@ from pathlib import Path
 
 from . import common
 
+HELP = "reconstruct a sinogram file or a volume + protocol → HDF5 + PNG"
+DESCRIPTION = (
+    "Reconstruct measurements (a file from 'ctblend simulate', or a volume with "
+    "--protocol/--geometry) with one method. Writes dataset 'recon' with the method, config, "
+    "seed, timings and (when the truth is known) metrics as attributes, and a PNG. "
+    "With --inputs DIR every entry of DIR is reconstructed; under torchrun the entries are "
+    "shared among the processes. Existing outputs are skipped."
+)
+EPILOG = (
+    "KEY=VALUE items set method options, e.g. nfe=100 eta=0.85 cg_iters=5 "
+    "partition=adjacency (diffusion methods), iterations=300 (sirt, tv), lam=0.02 (tv), "
+    "filter=hann (fbp)."
+)
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "recon",
-        help="reconstruct a sinogram file or a volume + protocol → HDF5 + PNG",
-        description="Reconstruct measurements (a file from 'ctblend simulate', or a volume with "
-        "--protocol/--geometry) with one method. Writes dataset 'recon' with the method, config, "
-        "seed, timings and (when the truth is known) metrics as attributes, and a PNG. "
-        "With --inputs DIR every entry of DIR is reconstructed; under torchrun the entries are "
-        "shared among the processes. Existing outputs are skipped.",
-        epilog="KEY=VALUE items set method options, e.g. nfe=100 eta=0.85 cg_iters=5 "
-        "partition=adjacency (diffusion methods), iterations=300 (sirt, tv), lam=0.02 (tv), "
-        "filter=hann (fbp).",
-    )
+
+def add_arguments(p) -> None:
+    """The options of ``ctblend recon``."""
     p.add_argument(
         "items",
         nargs="*",
@@ -52,7 +55,7 @@ def add_parser(sub) -> None:
     )
     common.add_acquisition(p, default=None)
     common.add_common(p)
-    p.set_defaults(handler=run, options=None)
+    p.set_defaults(options=None)
 
 
 def _method_config(method: str, overrides: dict, args: argparse.Namespace):
@@ -65,35 +68,6 @@ def _method_config(method: str, overrides: dict, args: argparse.Namespace):
     if method in PRIOR_OF_METHOD and args.seed is not None:
         options.setdefault("seed", args.seed)
     return method_config(method, options)
-
-
-def _load_prior(method: str, args: argparse.Namespace, device):
-    """(network, its path) for ``method``: ``--prior`` or the shipped DiffusionBlend++ prior."""
-    from ctblend.pipeline import PRIOR_OF_METHOD
-    from ctblend.pipeline.weights import resolve_prior, shipped_prior
-    from ctblend.priors.base import precision_options
-    from ctblend.priors.loading import load_prior
-
-    if method == "fbp-unet":
-        from ctblend.baselines.fbp_unet import FBPUNet
-
-        if not args.prior:
-            raise ValueError("method 'fbp-unet' needs --prior FOLDER (an FBP-UNet network)")
-        path = resolve_prior(args.prior)
-        return FBPUNet.load(path, device=device), path
-    if method not in PRIOR_OF_METHOD:
-        return None, None
-    if args.prior:
-        path = resolve_prior(args.prior)
-    elif method == "diffusionblend++" and shipped_prior() is not None:
-        path = shipped_prior()
-    else:
-        raise ValueError(
-            f"method {method!r} needs a trained {PRIOR_OF_METHOD[method]!r} prior: pass "
-            "--prior CHECKPOINT (no shipped prior is installed for it)"
-        )
-    options = precision_options(args.precision, device)
-    return load_prior(path, kind=PRIOR_OF_METHOD[method], device=device, **options), path
 
 
 def _batch_entries(folder: Path) -> list[Path]:
@@ -148,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     acquisition = common.acquisition(args, required=False)
     config = _method_config(method, {**(args.options or {}), **overrides}, args)
     from ctblend.pipeline.recon import ReconInput, input_kind, load_case, reconstruct_file
+    from ctblend.pipeline.weights import load_network
     from ctblend.runtime import resolve_device
 
     kinds: dict[Path, str | None | ValueError] = {}
@@ -172,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{tag}nothing to do ({len(jobs)} inputs for {world} processes)")
         return 0
     device = resolve_device(args.device)
-    prior, prior_path = _load_prior(method, args, device)
+    prior, prior_path = load_network(method, args.prior, device, args.precision)
     how = ReconInput(acquisition, args.scale, args.slices, args.phantom_slices, args.seed or 0)
     failures = 0
     show = common.progress(args)

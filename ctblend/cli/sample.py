@@ -7,14 +7,15 @@ from pathlib import Path
 
 from . import common
 
+HELP = "draw an unconditional volume from a prior"
+DESCRIPTION = (
+    "Sample a (Z, H, W) volume from a prior by DDIM, blending its partitions. "
+    "Writes dataset 'hu' (readable by ctblend's volume readers) and a PNG."
+)
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "sample",
-        help="draw an unconditional volume from a prior",
-        description="Sample a (Z, H, W) volume from a prior by DDIM, blending its partitions. "
-        "Writes dataset 'hu' (readable by ctblend's volume readers) and a PNG.",
-    )
+
+def add_arguments(p) -> None:
+    """The options of ``ctblend sample``."""
     p.add_argument("--prior", metavar="PATH", help="checkpoint (default: the shipped prior)")
     p.add_argument(
         "--n-slices", type=common.positive_int, default=27, metavar="N", help="slices (default 27)"
@@ -34,7 +35,6 @@ def add_parser(sub) -> None:
         "--out", default="sample.h5", metavar="FILE.h5", help="output (default sample.h5)"
     )
     common.add_common(p)
-    p.set_defaults(handler=run)
 
 
 class _CountingPrior:

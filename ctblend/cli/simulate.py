@@ -7,21 +7,21 @@ from pathlib import Path
 
 from . import common
 
+HELP = "volume + protocol/geometry → sinogram HDF5"
+DESCRIPTION = (
+    "Simulate measurements of a volume ('phantom' or a path) and write an HDF5 "
+    "file with datasets 'sinogram' (Z, V, D) and 'truth' (Z, H, W, in (HU+1024)/4095 units), "
+    "plus a PNG view of the sinogram."
+)
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "simulate",
-        help="volume + protocol/geometry → sinogram HDF5",
-        description="Simulate measurements of a volume ('phantom' or a path) and write an HDF5 "
-        "file with datasets 'sinogram' (Z, V, D) and 'truth' (Z, H, W, in (HU+1024)/4095 units), "
-        "plus a PNG view of the sinogram.",
-    )
+
+def add_arguments(p) -> None:
+    """The options of ``ctblend simulate``."""
     p.add_argument("volume", help="'phantom' or a DICOM folder / .h5 / .nii(.gz) / .npy(z) volume")
     common.add_acquisition(p, default="svct8")
     p.add_argument("--no-truth", action="store_true", help="do not store the ground truth")
     p.add_argument("--out", metavar="FILE.h5", help="output file (default <volume>_<protocol>.h5)")
     common.add_common(p)
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,16 +10,19 @@ from typing import Any
 
 from . import common
 
+HELP = "train a diffusion prior on CT volumes"
+DESCRIPTION = (
+    "Train a prior (kind blend++, blend or slice2d) with a preset or YAML config. "
+    "A folder with MANIFEST.md contributes its train split. Resumes from --out."
+)
+EPILOG = (
+    "KEY=VALUE items override config fields, e.g. batch_size=4 lr=1e-4 "
+    "unet.base_channels=16. Several processes: torchrun --nproc_per_node N -m ctblend train …"
+)
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a diffusion prior on CT volumes",
-        description="Train a prior (kind blend++, blend or slice2d) with a preset or YAML config. "
-        "A folder with MANIFEST.md contributes its train split. Resumes from --out.",
-        epilog="KEY=VALUE items override config fields, e.g. batch_size=4 lr=1e-4 "
-        "unet.base_channels=16. Several processes: torchrun --nproc_per_node N -m ctblend train …",
-    )
+
+def add_arguments(p) -> None:
+    """The options of ``ctblend train``."""
     p.add_argument("items", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--kind", help="blend++ (DiffusionBlend++), blend or slice2d (DDS)")
     p.add_argument(
@@ -45,7 +48,6 @@ def add_parser(sub) -> None:
         help="start from this prior: same kind (continue its weights) or a 2D one (widened)",
     )
     common.add_common(p, options_config=False)
-    p.set_defaults(handler=run)
 
 
 def _with_overrides(config, overrides: dict[str, Any]):

@@ -26,13 +26,7 @@ from torch.utils.data import Dataset
 from ctblend.data.scaling import hu_to_unit, scale_size, to_scale
 from ctblend.io import DataError, open_hdf5_volume
 
-__all__ = [
-    "FBPPairDataset",
-    "SampleInfo",
-    "SliceDataset",
-    "SliceGroupDataset",
-    "WindowDataset",
-]
+__all__ = ["FBPPairDataset", "SampleInfo", "SliceDataset", "SliceGroupDataset", "WindowDataset"]
 
 
 @dataclass(frozen=True)

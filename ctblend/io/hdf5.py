@@ -198,19 +198,10 @@ def write_hdf5(
                 "(pass spacing with spacing_mm=...)"
             )
     attrs.setdefault("versions", _versions())
-    chunks = (1,) * (array.ndim - 2) + array.shape[-2:] if array.ndim >= 2 else True
 
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
-            f.create_dataset(
-                dataset,
-                data=array,
-                chunks=chunks,
-                compression="gzip",
-                compression_opts=compression_level,
-                shuffle=True,
-                track_times=False,
-            )
+            add_dataset(f, dataset, array, compression_level)
             if spacing_mm is not None:
                 f.attrs["spacing_mm"] = np.asarray(check_spacing(spacing_mm, path), np.float64)
             json_keys = []
@@ -234,6 +225,24 @@ def write_hdf5(
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
     return path
+
+
+def add_dataset(f: h5py.Group, name: str, array: Any, compression_level: int = 4) -> None:
+    """Dataset ``name`` (``"a/b"`` makes group ``a``) of ``array`` (numpy or torch) in ctblend's
+    layout: chunks of one 2D slice, gzip with byte shuffle, no time stamps."""
+    if hasattr(array, "detach"):
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    chunks = (1,) * (array.ndim - 2) + array.shape[-2:] if array.ndim >= 2 else True
+    f.create_dataset(
+        name,
+        data=array,
+        chunks=chunks,
+        compression="gzip",
+        compression_opts=compression_level,
+        shuffle=True,
+        track_times=False,
+    )
 
 
 def write_volume(path: str | os.PathLike, volume: CTVolume, **attrs: Any) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,8 @@ def check_writable(folder: str | os.PathLike, what: str = "--out") -> Path:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, folder: bool = False) -> Iterator[Path]:
     """A temporary file (or folder) beside ``path`` to write; when the block ends it gets the
-    umask's usual mode and is renamed onto ``path``, on an error it is removed."""
+    umask's usual mode and is renamed onto ``path`` (a folder replaces an old one, see
+    :func:`replace_dir`), on an error it is removed. The one atomic writer of ctblend."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"dir": path.parent, "prefix": f".{path.name}.", "suffix": ".tmp"}
@@ -56,15 +58,28 @@ def atomic_path(path: str | os.PathLike, folder: bool = False) -> Iterator[Path]
     try:
         yield tmp
         tmp.chmod(default_mode(folder))  # mkstemp/mkdtemp made it private
-        os.replace(tmp, path)
+        if folder:
+            replace_dir(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():
-            for child in tmp.iterdir():
-                child.unlink()
-            tmp.rmdir()
+            shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move the complete folder ``src`` to ``dst``; an old ``dst`` is removed only afterwards."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -8,12 +8,13 @@ predicts ε = 0. Fully convolutional: any H, W divisible by ``2 ** (len(channel_
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ctblend.config_io import from_dict
 from ctblend.models.embeddings import ScalarEmbedding
 
 #: (in_channels, out_channels) of the network for each prior kind.
@@ -79,11 +80,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> UNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown UNet config keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return from_dict(cls, data, "UNet config keys")
 
     def for_kind(self, kind: str) -> UNetConfig:
         """This config with the in/out channels the prior ``kind`` needs."""

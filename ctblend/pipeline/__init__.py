@@ -9,34 +9,14 @@ volume and an acquisition to a reconstruction, its scores, figure and files.
 - :mod:`~ctblend.pipeline.recon`: one input → one reconstruction file (``ctblend recon``).
 """
 
-from .configs import (
-    DDS2DConfig,
-    DDSConfig,
-    DiffusionBlendConfig,
-    DiffusionBlendPPConfig,
-    DiffusionConfig,
-    FBPConfig,
-    FBPUNetConfig,
-    MethodConfig,
-    SIRTConfig,
-    TVConfig,
-)
+from .configs import MethodConfig
 from .methods import METHODS, PRIOR_OF_METHOD, REGISTRY, limited_angle, method_config, reconstruct
 
 __all__ = [
     "METHODS",
     "PRIOR_OF_METHOD",
     "REGISTRY",
-    "DDS2DConfig",
-    "DDSConfig",
-    "DiffusionBlendConfig",
-    "DiffusionBlendPPConfig",
-    "DiffusionConfig",
-    "FBPConfig",
-    "FBPUNetConfig",
     "MethodConfig",
-    "SIRTConfig",
-    "TVConfig",
     "limited_angle",
     "method_config",
     "reconstruct",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,27 +38,45 @@ CONSISTENCIES = ("cg", "cg-slice", "noise-aware")
 PARTITIONS = ("fixed", "adjacency", "adjacency+cross")
 
 
+def at_least(low: float, default: Any) -> Any:
+    """A config field whose value must be a number >= ``low`` (an int where ``low`` is one)."""
+    return field(default=default, metadata={"at_least": low})
+
+
+def one_of(choices: tuple[Any, ...], default: Any) -> Any:
+    """A config field whose value must be one of ``choices``."""
+    return field(default=default, metadata={"one_of": choices})
+
+
 @dataclass(frozen=True)
 class MethodConfig:
-    """Base of the method configs: strict ``from_dict``, YAML in and out, step count."""
+    """Base of the method configs: checks every field against its ``at_least`` / ``one_of``
+    bound, strict ``from_dict``, YAML in and out, and the step count (``steps_field``)."""
 
     method: ClassVar[str] = ""
+    #: The field that counts the progress callbacks (None: the method makes none).
+    steps_field: ClassVar[str | None] = None
 
-    def _at_least(self, name: str, low: float) -> None:
-        """A one-line ValueError unless field ``name`` is a number >= ``low`` (an int where
-        ``low`` is one)."""
-        value = getattr(self, name)
-        kind = int if isinstance(low, int) else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind) or value < low:
-            expected = f"an integer >= {low}" if kind is int else f"a number >= {low}"
-            raise ValueError(f"{self.method}: option {name}={value!r}; expected {expected}")
+    def __init_subclass__(cls, method: str = "", **kwargs: Any) -> None:
+        """``class XConfig(MethodConfig, method="x")`` names the method of a config."""
+        super().__init_subclass__(**kwargs)
+        cls.method = method or cls.method
 
-    def _one_of(self, name: str, choices: tuple[str, ...]) -> None:
-        value = getattr(self, name)
-        if value not in choices:
-            raise ValueError(
-                f"{self.method}: option {name}={value!r}; expected one of {', '.join(choices)}"
-            )
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if "one_of" in f.metadata and value not in f.metadata["one_of"]:
+                choices = ", ".join(map(str, f.metadata["one_of"]))
+                self._bad(f.name, value, f"one of {choices}")
+            low = f.metadata.get("at_least")
+            if low is None or (value is None and f.default is None):
+                continue
+            kind = int if isinstance(low, int) else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+                self._bad(f.name, value, f"{'an integer' if kind is int else 'a number'} >= {low}")
+
+    def _bad(self, name: str, value: Any, expected: str) -> None:
+        raise ValueError(f"{self.method}: option {name}={value!r}; expected {expected}")
 
     @classmethod
     def options(cls) -> tuple[str, ...]:
@@ -89,102 +107,60 @@ class MethodConfig:
     @property
     def steps(self) -> int | None:
         """How often the method calls its progress callback (None: it does not)."""
-        return None
+        return None if self.steps_field is None else getattr(self, self.steps_field)
 
 
 @dataclass(frozen=True)
-class FBPConfig(MethodConfig):
+class FBPConfig(MethodConfig, method="fbp"):
     """Filtered back-projection with the ramp filter ``filter``."""
 
-    method: ClassVar[str] = "fbp"
-    filter: str = "ram-lak"
-
-    def __post_init__(self) -> None:
-        self._one_of("filter", FILTERS)
+    filter: str = one_of(FILTERS, "ram-lak")
 
 
 @dataclass(frozen=True)
-class FBPUNetConfig(FBPConfig):
+class FBPUNetConfig(FBPConfig, method="fbp-unet"):
     """FBP, then the protocol's trained FBP-UNet."""
 
-    method: ClassVar[str] = "fbp-unet"
-
 
 @dataclass(frozen=True)
-class SIRTConfig(MethodConfig):
+class SIRTConfig(MethodConfig, method="sirt"):
     """SIRT in the box [0, 1]."""
 
-    method: ClassVar[str] = "sirt"
-    iterations: int = 200
-
-    def __post_init__(self) -> None:
-        self._at_least("iterations", 1)
-
-    @property
-    def steps(self) -> int:
-        return self.iterations
+    steps_field: ClassVar[str] = "iterations"
+    iterations: int = at_least(1, 200)
 
 
 @dataclass(frozen=True)
-class TVConfig(MethodConfig):
+class TVConfig(MethodConfig, method="tv"):
     """3D TV least squares by PDHG with weight ``lam``."""
 
-    method: ClassVar[str] = "tv"
-    lam: float = 0.01
-    iterations: int = 300
-
-    def __post_init__(self) -> None:
-        self._at_least("lam", 0.0)
-        self._at_least("iterations", 1)
-
-    @property
-    def steps(self) -> int:
-        return self.iterations
+    steps_field: ClassVar[str] = "iterations"
+    lam: float = at_least(0.0, 0.01)
+    iterations: int = at_least(1, 300)
 
 
 @dataclass(frozen=True)
 class DiffusionConfig(MethodConfig):
     """What every diffusion method takes: NFE, DDIM η, CG iterations per step, seed."""
 
-    nfe: int = 200
-    eta: float = 0.85
-    cg_iters: int = 5
+    steps_field: ClassVar[str] = "nfe"
+    nfe: int = at_least(1, 200)
+    eta: float = at_least(0.0, 0.85)
+    cg_iters: int = at_least(0, 5)
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        self._at_least("nfe", 1)
-        self._at_least("eta", 0.0)
-        self._at_least("cg_iters", 0)
-
-    @property
-    def steps(self) -> int:
-        return self.nfe
 
 
 @dataclass(frozen=True)
-class DDSConfig(DiffusionConfig):
+class DDSConfig(DiffusionConfig, method="dds"):
     """DDS: the 2D prior with ADMM TV along z. ``lam`` None: 0.04 sparse view, 0.4 limited
     angle; ``admm_persistent`` carries z, w across steps (with ``admm_iterations=1``: the DDS
     code)."""
 
-    method: ClassVar[str] = "dds"
-    nfe: int = 100
-    rho: float = 10.0
-    lam: float | None = None
-    admm_iterations: int = 3
-    admm_persistent: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._at_least("rho", 0.0)
-        self._at_least("admm_iterations", 1)
-        if self.lam is not None:
-            self._at_least("lam", 0.0)
-        if not isinstance(self.admm_persistent, bool):
-            raise ValueError(
-                f"{self.method}: option admm_persistent={self.admm_persistent!r}; expected "
-                "true or false"
-            )
+    nfe: int = at_least(1, 100)
+    rho: float = at_least(0.0, 10.0)
+    lam: float | None = at_least(0.0, None)
+    admm_iterations: int = at_least(1, 3)
+    admm_persistent: bool = one_of((False, True), False)
 
 
 @dataclass(frozen=True)
@@ -192,42 +168,28 @@ class _CGDiffusionConfig(DiffusionConfig):
     """A diffusion method with a choice of data consistency: ``cg`` (one global solve),
     ``cg-slice`` (per-slice inner products) or ``noise-aware`` (weight ``gamma``)."""
 
-    consistency: str = "cg"
-    gamma: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._one_of("consistency", CONSISTENCIES)
-        self._at_least("gamma", 0.0)
+    consistency: str = one_of(CONSISTENCIES, "cg")
+    gamma: float = at_least(0.0, 1.0)
 
 
 @dataclass(frozen=True)
-class DDS2DConfig(_CGDiffusionConfig):
+class DDS2DConfig(_CGDiffusionConfig, method="dds2d"):
     """DDS-2D: the 2D prior slice by slice, CG data consistency."""
 
-    method: ClassVar[str] = "dds2d"
+
+@dataclass(frozen=True)
+class DiffusionBlendConfig(_CGDiffusionConfig, method="diffusionblend"):
+    """DiffusionBlend: the prior of 3-slice windows whose middle slice's ε is used; the options
+    of DDS-2D."""
 
 
 @dataclass(frozen=True)
-class DiffusionBlendConfig(_CGDiffusionConfig):
-    """DiffusionBlend: the 3-slice-window prior."""
-
-    method: ClassVar[str] = "diffusionblend"
-
-
-@dataclass(frozen=True)
-class DiffusionBlendPPConfig(_CGDiffusionConfig):
+class DiffusionBlendPPConfig(_CGDiffusionConfig, method="diffusionblend++"):
     """DiffusionBlend++: the partition policy is ``fixed`` (adjacency, offset 0), ``adjacency``
     (random offset) or ``adjacency+cross`` (cross partitions every ``cross_every``-th step)."""
 
-    method: ClassVar[str] = "diffusionblend++"
-    partition: str = "adjacency+cross"
-    cross_every: int = 2
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._one_of("partition", PARTITIONS)
-        self._at_least("cross_every", 1)
+    partition: str = one_of(PARTITIONS, "adjacency+cross")
+    cross_every: int = at_least(1, 2)
 
     @property
     def policy(self) -> PartitionPolicy:

@@ -30,7 +30,16 @@ from .configs import MethodConfig
 from .methods import method_config, reconstruct
 from .volumes import DEFAULT_WINDOW_HU, VolumeInput, hu_window
 
-__all__ = ["UNITS", "Case", "Outcome", "measured_case", "plot_case", "run_method", "write_case"]
+__all__ = [
+    "UNITS",
+    "Case",
+    "Outcome",
+    "measured_case",
+    "plot_case",
+    "run_method",
+    "simulate_case",
+    "write_case",
+]
 
 UNITS = "(HU + 1024) / 4095"
 
@@ -47,10 +56,6 @@ class Case:
     truth: Tensor | None
     spacing_mm: tuple[float, float, float]
     described: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def source(self) -> str:
-        return str(self.described.get("source", ""))
 
     def attrs(self) -> dict[str, Any]:
         """File attributes of the case: its source, acquisition, volume shape and units."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "SHIPPED_PRIOR",
+    "load_network",
     "resolve_prior",
     "shipped_name",
     "shipped_prior",
@@ -50,3 +52,35 @@ def resolve_prior(path_or_name: str | os.PathLike) -> Path:
             )
         return shipped
     return path
+
+
+def load_network(
+    method: str, prior: str | os.PathLike | None, device: Any, precision: str = "auto"
+) -> tuple[Any, Path | None]:
+    """(network, its folder) that ``method`` needs — (None, None) for one without: ``prior`` (a
+    folder or a shipped name), else for ``diffusionblend++`` the shipped prior. A missing,
+    mismatched or unreadable network is a one-line error."""
+    from ctblend.pipeline.methods import PRIOR_OF_METHOD
+    from ctblend.priors.base import precision_options
+    from ctblend.priors.loading import load_prior
+
+    if method == "fbp-unet":
+        from ctblend.baselines.fbp_unet import FBPUNet
+
+        if not prior:
+            raise ValueError("method 'fbp-unet' needs --prior FOLDER (an FBP-UNet network)")
+        path = resolve_prior(prior)
+        return FBPUNet.load(path, device=device), path
+    if method not in PRIOR_OF_METHOD:
+        return None, None
+    if prior:
+        path = resolve_prior(prior)
+    elif method == "diffusionblend++" and shipped_prior() is not None:
+        path = shipped_prior()
+    else:
+        raise ValueError(
+            f"method {method!r} needs a trained {PRIOR_OF_METHOD[method]!r} prior: pass "
+            "--prior CHECKPOINT (no shipped prior is installed for it)"
+        )
+    options = precision_options(precision, device)
+    return load_prior(path, kind=PRIOR_OF_METHOD[method], device=device, **options), path

@@ -167,15 +167,11 @@ def check_volume(x_t: Tensor, image_size: int | None = None) -> None:
         )
 
 
-class SliceWisePrior:
-    """Base of priors that evaluate one network input per slice (``blend``, ``slice2d``).
-
-    Subclasses set ``kind`` and ``label`` and define ``inputs(x_t) -> (Z, C, H, W)``; the
-    network's first output channel is ε of that slice.
-    """
+class NetworkPrior:
+    """Base of the priors: a network trained at ``image_size``², its VP ``schedule`` and the
+    inference ``options`` it runs with (in a :class:`BatchedNetwork`)."""
 
     kind: str
-    label: int
 
     def __init__(
         self,
@@ -187,6 +183,16 @@ class SliceWisePrior:
         self.image_size = image_size
         self.schedule = schedule or VPSchedule()
         self.net = BatchedNetwork(model, options or InferenceOptions())
+
+
+class SliceWisePrior(NetworkPrior):
+    """Base of priors that evaluate one network input per slice (``blend``, ``slice2d``).
+
+    Subclasses set ``kind`` and ``label`` and define ``inputs(x_t) -> (Z, C, H, W)``; the
+    network's first output channel is ε of that slice.
+    """
+
+    label: int
 
     def inputs(self, x_t: Tensor) -> Tensor:  # pragma: no cover - every subclass overrides
         raise NotImplementedError

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ctblend.diffusion import VPSchedule
-from ctblend.priors.base import BatchedNetwork, InferenceOptions, check_volume
+from ctblend.priors.base import NetworkPrior, check_volume
 from ctblend.priors.partitions import Partition, PartitionPolicy
 
 
@@ -31,7 +31,7 @@ def scatter_groups(group_eps: Tensor, partition: Partition) -> Tensor:
     return out
 
 
-class BlendPPPrior:
+class BlendPPPrior(NetworkPrior):
     """``eps(x_t, t, step)`` for a (Z, H, W) volume with a 3-in/3-out gap-conditioned network.
 
     At each step the ``policy`` chooses a partition (adjacency with random offset, or cross
@@ -40,18 +40,10 @@ class BlendPPPrior:
 
     kind = "blend++"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        image_size: int,
-        schedule: VPSchedule | None = None,
-        policy: PartitionPolicy | None = None,
-        options: InferenceOptions | None = None,
-    ):
-        self.image_size = image_size
-        self.schedule = schedule or VPSchedule()
+    def __init__(self, *network: Any, policy: PartitionPolicy | None = None, **options: Any):
+        """``network``/``options``: those of :class:`~ctblend.priors.base.NetworkPrior`."""
+        super().__init__(*network, **options)
         self.policy = policy or PartitionPolicy()
-        self.net = BatchedNetwork(model, options or InferenceOptions())
 
     def with_policy(self, policy: PartitionPolicy) -> BlendPPPrior:
         """This prior (sharing its network) with another partition policy."""

@@ -9,9 +9,7 @@ file naming its newest checkpoint) is accepted wherever a prior folder is.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ctblend.diffusion import VPSchedule
-from ctblend.io.output import default_mode
+from ctblend.io.output import atomic_path, default_mode
 from ctblend.models.unet import KIND_CHANNELS, UNet, UNetConfig
 from ctblend.priors.base import PRIOR_KINDS, InferenceOptions, VolumePrior
 from ctblend.priors.blend import BlendPrior
@@ -104,13 +102,6 @@ class PriorSpec:
             raise CheckpointError(f"malformed checkpoint config: {exc}") from exc
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_prior_files(folder: Path, spec: PriorSpec, state_dict: dict[str, torch.Tensor]) -> None:
     """Write ``weights.safetensors`` and ``config.json`` into an existing (temporary) folder."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
@@ -123,9 +114,7 @@ def save_prior(folder: str | Path, spec: PriorSpec, state_dict: dict[str, torch.
     and config are replaced; its other files (model card, training YAMLs, curves) are kept.
     Files and folder get the umask's usual modes (0644 / 0755 for umask 022)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_path(folder, folder=True) as tmp:
         write_prior_files(tmp, spec, state_dict)
         if folder.is_dir():
             for extra in folder.iterdir():
@@ -133,23 +122,7 @@ def save_prior(folder: str | Path, spec: PriorSpec, state_dict: dict[str, torch.
                     shutil.copy2(extra, tmp / extra.name)
         for path in tmp.iterdir():
             path.chmod(default_mode())
-        tmp.chmod(default_mode(folder=True))
-        replace_dir(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move the complete folder ``src`` to ``dst``; an old ``dst`` is removed only afterwards."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -237,7 +210,7 @@ def build_prior(
 ) -> VolumePrior:
     """Wrap a network in the VolumePrior for ``spec.kind``."""
     if spec.kind == "blend++":
-        return BlendPPPrior(model, spec.image_size, spec.schedule, policy, options)
+        return BlendPPPrior(model, spec.image_size, spec.schedule, options, policy=policy)
     if policy is not None:
         raise ValueError(f"a partition policy applies only to blend++ priors, not {spec.kind!r}")
     cls = BlendPrior if spec.kind == "blend" else Slice2DPrior

@@ -25,15 +25,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ctblend.io.output import replace_dir, write_text
 from ctblend.priors.loading import (
     LATEST_FILE,
     WEIGHTS_FILE,
     CheckpointError,
     PriorSpec,
-    atomic_write_text,
     load_state_checked,
     read_spec,
-    replace_dir,
     resolve_checkpoint,
     save_prior,
     write_prior_files,
@@ -177,7 +176,7 @@ def write_checkpoint(
     (sdir / "trainer.json").write_text(json.dumps(asdict(state), indent=1))
     final = out_dir / CHECKPOINTS_DIR / checkpoint_name(state.step)
     replace_dir(staging, final)
-    atomic_write_text(out_dir / LATEST_FILE, f"{CHECKPOINTS_DIR}/{final.name}\n")
+    write_text(out_dir / LATEST_FILE, f"{CHECKPOINTS_DIR}/{final.name}\n")
     done = sorted(p for p in (out_dir / CHECKPOINTS_DIR).glob("step_*") if p.is_dir())
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

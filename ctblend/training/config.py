@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
+from ctblend.config_io import read_yaml_config, strict_fields, write_yaml_config
 from ctblend.diffusion import VPSchedule
 from ctblend.models.unet import KIND_CHANNELS, UNetConfig
 from ctblend.priors.base import PRIOR_KINDS
@@ -177,23 +176,22 @@ class TrainConfig:
     def total_steps(self) -> int:
         return sum(p.steps for p in self.phases)
 
-    def phase_at(self, step: int) -> Phase:
-        """The phase that optimiser step ``step`` (0-based) belongs to (the last one beyond)."""
+    def _phase_and_end(self, step: int) -> tuple[Phase, int]:
+        """The phase of ``step`` and the step at which it ends (the last one beyond)."""
         end = 0
         for phase in self.phases:
             end += phase.steps
             if step < end:
-                return phase
-        return self.phases[-1]
+                return phase, end
+        return self.phases[-1], end
+
+    def phase_at(self, step: int) -> Phase:
+        """The phase that optimiser step ``step`` (0-based) belongs to (the last one beyond)."""
+        return self._phase_and_end(step)[0]
 
     def phase_end(self, step: int) -> int:
         """The step at which the phase containing ``step`` ends (total_steps beyond)."""
-        end = 0
-        for phase in self.phases:
-            end += phase.steps
-            if step < end:
-                return end
-        return end
+        return self._phase_and_end(step)[1]
 
     def batch_size_at(self, step: int) -> int:
         return self.phase_at(step).batch_size or self.batch_size
@@ -210,13 +208,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         """Build from plain data; UNet in/out channels are filled in from ``kind`` if absent."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(
-                f"unknown training config keys {sorted(unknown)}; known: {sorted(known)}"
-            )
-        data = dict(data)
+        data = strict_fields(cls, data, "training config keys")
         kind = data.get("kind", cls.kind)
         if kind not in KIND_CHANNELS:
             raise ValueError(f"unknown prior kind {kind!r}; expected one of {PRIOR_KINDS}")
@@ -246,7 +238,7 @@ class TrainConfig:
         return TrainConfig.from_dict(d)
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_yaml_config(self, path)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
@@ -266,18 +258,3 @@ def load_config(name_or_path: str | Path, **overrides) -> TrainConfig:
             raise ValueError(f"{path}: no such config file (presets: {', '.join(PRESETS)})")
         config = TrainConfig.from_yaml(path)
     return config.replace(**overrides) if overrides else config
-
-
-def read_yaml_config(cls, path: str | Path, what: str):
-    """``cls.from_dict`` of a YAML mapping, with one error naming the file on bad input."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read {what} ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of {what}")
-    try:
-        return cls.from_dict(data)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: {exc}") from exc

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 
+from ctblend.io.output import atomic_path, write_text
+
 COLUMNS = ("step", "loss", "lr", "samples_per_s", "crop", "wall_time_s")
+
+
+def write_csv(path: Path, columns, rows: list[dict]) -> None:
+    """``rows`` under a header of ``columns`` in ``path``, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, list(columns))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
 
 
 class LossLog:
@@ -16,12 +27,7 @@ class LossLog:
         self.path = path
         rows = self.read(path) if path.is_file() else []
         kept = [r for r in rows if int(r["step"]) <= resume_step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, path)
+        write_csv(path, COLUMNS, kept)
 
     def append(self, **row) -> None:
         with self.path.open("a", newline="") as f:
@@ -68,6 +74,5 @@ def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, png_path)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png")

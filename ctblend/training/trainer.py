@@ -20,7 +20,6 @@ workers too, otherwise use ``num_workers = 0``.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -49,7 +48,7 @@ from ctblend.training.augment import augment_batch
 from ctblend.training.config import TrainConfig
 from ctblend.training.distributed import DistContext, barrier, mean_across_ranks, setup, teardown
 from ctblend.training.ema import EMA
-from ctblend.training.losslog import LossLog, plot_loss_curve
+from ctblend.training.losslog import LossLog, plot_loss_curve, write_csv
 from ctblend.training.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -211,7 +210,6 @@ class _Run:
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.generator = torch.Generator().manual_seed(config.seed * 1000 + 17 + ctx.rank)
         torch.manual_seed(config.seed * 1000 + 29 + ctx.rank)
-        self.alphas = config.schedule.alphas_cumprod.float().to(ctx.device)
         self.step, self.epoch, self.position = 0, 0, 0
         self.wall_before = 0.0
         self.log_loss_sum, self.log_count = 0.0, 0
@@ -289,9 +287,7 @@ class _Run:
         b = x.shape[0]
         t = torch.randint(0, cfg.schedule.num_timesteps, (b,), generator=self.generator)
         noise = torch.randn(x.shape, generator=self.generator).to(dev)
-        t = t.to(dev)
-        a = self.alphas[t].view(b, 1, 1, 1)
-        x_t = a.sqrt() * x + (1.0 - a).sqrt() * noise
+        x_t = cfg.schedule.q_sample(x, t.to(dev), noise)
         if cfg.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         target = noise[:, 1:2] if cfg.kind == "blend" else noise
@@ -304,6 +300,7 @@ class _Run:
             out = self.net(x_t, t, label.to(dev))
         per_sample = ((out.float() - target) ** 2).mean(dim=(1, 2, 3))
         if cfg.loss_weighting == "min_snr":
+            a = cfg.schedule.alpha_bar(t).to(dev, torch.float32)
             snr = (a / (1.0 - a)).view(b)
             per_sample = per_sample * snr.clamp(max=cfg.min_snr_gamma) / snr
         loss = per_sample.mean()
@@ -380,12 +377,7 @@ class _Run:
         row = {"step": self.step, "wall_time_s": f"{wall_time_s:.1f}"}
         row["val_mean"] = f"{sum(scores.values()) / len(scores):.6g}"
         row.update({f"val_t{t}": f"{v:.6g}" for t, v in scores.items()})
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, list(row))
-            writer.writeheader()
-            writer.writerows([*rows, row])
-        os.replace(tmp, path)
+        write_csv(path, list(row), [*rows, row])
 
 
 def train(

@@ -30,7 +30,7 @@ class Validator:
         self.timesteps = tuple(timesteps)
         gen = torch.Generator().manual_seed(seed)
         self.noise = torch.randn((len(self.timesteps), *self.x0.shape), generator=gen)
-        self.alphas = schedule.alphas_cumprod.float()
+        self.schedule = schedule
         self.middle = target == "middle"
         self.batch = batch
 
@@ -43,11 +43,10 @@ class Validator:
         out: dict[int, float] = {}
         try:
             for k, t in enumerate(self.timesteps):
-                a = self.alphas[t]
                 total = 0.0
                 for s in range(0, len(self.x0), self.batch):
                     x0, eps = self.x0[s : s + self.batch], self.noise[k, s : s + self.batch]
-                    x_t = (a.sqrt() * x0 + (1 - a).sqrt() * eps).to(device)
+                    x_t = self.schedule.q_sample(x0, t, eps).to(device)
                     tt = torch.full((len(x0),), t, device=device)
                     pred = net(x_t, tt, self.labels[s : s + self.batch].to(device)).float().cpu()
                     target = eps[:, 1:2] if self.middle else eps

@@ -7,10 +7,10 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import yaml
 from safetensors.torch import save_file
 from torch import Tensor
 
+from ctblend.config_io import read_yaml_config, strict_fields, write_yaml_config
 from ctblend.data.scaling import scale_size
 from ctblend.models.unet import UNetConfig
 from ctblend.priors.loading import (
@@ -20,7 +20,6 @@ from ctblend.priors.loading import (
     resolve_checkpoint,
 )
 from ctblend.protocol import get_protocol
-from ctblend.training.config import read_yaml_config
 
 KIND = "fbp-unet"
 FORMAT_VERSION = 1
@@ -125,11 +124,7 @@ class FBPUNetTrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> FBPUNetTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown FBP-UNet training keys {sorted(unknown)}")
-        data = dict(data)
+        data = strict_fields(cls, data, "FBP-UNet training keys")
         if "unet" in data:
             data["unet"] = UNetConfig.from_dict(
                 {**data["unet"], "in_channels": 1, "out_channels": 1}
@@ -137,7 +132,7 @@ class FBPUNetTrainConfig:
         return cls(**data)
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_yaml_config(self, path)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> FBPUNetTrainConfig:

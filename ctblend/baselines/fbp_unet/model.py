@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,12 +11,12 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ctblend.baselines.fbp_unet.config import KIND, FBPUNetSpec, read_fbp_unet_spec, write_network
+from ctblend.io.output import atomic_path
 from ctblend.models.unet import UNet, UNetConfig
 from ctblend.priors.loading import (
     WEIGHTS_FILE,
     CheckpointError,
     load_state_checked,
-    replace_dir,
 )
 from ctblend.protocol import get_protocol
 
@@ -111,17 +110,9 @@ class FBPUNet:
 
 def save_fbp_unet(folder: str | Path, spec: FBPUNetSpec, state_dict: dict[str, Tensor]) -> Path:
     """Write a network folder atomically (temporary folder + rename); replaces an old one."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_path(folder, folder=True) as tmp:
         write_network(tmp, spec, state_dict)
-        replace_dir(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return Path(folder)
 
 
 def export_fbp_unet(source: str | Path, dest: str | Path, dtype: str = "float16") -> Path:

@@ -23,13 +23,12 @@ from ctblend.baselines.fbp_unet.config import FBPUNetSpec, FBPUNetTrainConfig, w
 from ctblend.baselines.fbp_unet.model import ResidualUNet
 from ctblend.data.datasets import FBPPairDataset
 from ctblend.io import open_hdf5_volume
+from ctblend.io.output import replace_dir, write_text
 from ctblend.priors.loading import (
     LATEST_FILE,
     WEIGHTS_FILE,
     CheckpointError,
-    atomic_write_text,
     load_state_checked,
-    replace_dir,
 )
 from ctblend.protocol import Protocol, get_protocol
 from ctblend.training.checkpoint import (
@@ -239,7 +238,7 @@ def train_fbp_unet(
         (staging / STATE_DIR / "trainer.json").write_text(json.dumps(trainer, indent=1))
         final = out_dir / CHECKPOINTS_DIR / f"step_{step:08d}"
         replace_dir(staging, final)
-        atomic_write_text(out_dir / LATEST_FILE, f"{CHECKPOINTS_DIR}/{final.name}\n")
+        write_text(out_dir / LATEST_FILE, f"{CHECKPOINTS_DIR}/{final.name}\n")
         for old in sorted((out_dir / CHECKPOINTS_DIR).glob("step_*"))[:-2]:
             shutil.rmtree(old, ignore_errors=True)
         plot_loss_curve(out_dir / "loss.csv", out_dir / "loss.png")
