@@ -26,8 +26,6 @@ from ..rays import Rays3D
 
 DEFAULT_BUDGET_BYTES = 64 * 2**20  # per chunk of rays; larger chunks gain nothing on the CPU
 _VOLUME_DIM = (3, 2, 1)  # x, y, z → the axis of a (B, Z, H, W) tensor
-
-
 _OUTSIDE = 3.0  # a grid_sample coordinate whose four neighbours all lie outside the grid
 
 
