@@ -25,8 +25,8 @@ import torch
 
 import operators as ops
 from ctblend.diffusion import VPSchedule
-from ctblend.methods import reconstruct
 from ctblend.models.unet import UNet
+from ctblend.pipeline import reconstruct
 from ctblend.priors.base import InferenceOptions
 from ctblend.priors.blend import BlendPrior
 from ctblend.priors.blendpp import BlendPPPrior

@@ -243,7 +243,7 @@ def run_train(device: torch.device, sizes: Sizes) -> dict:
 
 def run_recon(device: torch.device, sizes: Sizes) -> dict:
     from ctblend.data.phantom import ct_phantom
-    from ctblend.methods import reconstruct
+    from ctblend.pipeline import reconstruct
     from ctblend.priors.loading import load_prior
 
     prior = load_prior(REPO / "ctblend" / "weights" / "blendpp_cpu128", device=device)

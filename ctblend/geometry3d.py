@@ -159,9 +159,10 @@ class Geometry3DConfig:
     def n_views(self) -> int:
         return len(self.vectors) if self.type == "cone_vec" else len(self.angles_deg)
 
-    def volume(self, shape: Sequence[int]) -> ops.VolumeGeometry:
-        """The voxel grid of a ``(Z, H, W)`` volume, centred on the rotation axis."""
-        return ops.volume(shape, spacing=self.voxel_size)
+    def volume(self, shape: Sequence[int], refine: int = 1) -> ops.VolumeGeometry:
+        """The voxel grid of a ``(Z, H, W)`` volume, centred on the rotation axis; ``refine``:
+        ``shape`` counts voxels ``refine`` times smaller in every axis."""
+        return ops.volume(shape, spacing=tuple(s / refine for s in self.voxel_size))
 
     def projection(self) -> ops.ProjectionGeometry:
         """The ``operators`` projection geometry (a vector form when the detector is offset)."""

@@ -41,6 +41,7 @@ import yaml
 import operators as ops
 from ctblend.geometry3d import GEOMETRY_3D_TYPES, Geometry3DConfig
 from ctblend.io import DataError, write_hdf5
+from ctblend.io.hdf5 import add_dataset
 from ctblend.io.output import atomic_path
 from ctblend.protocol import Protocol, get_protocol
 from ctblend.yaml_fields import count, number, parse_angles
@@ -61,6 +62,8 @@ __all__ = [
 
 GEOMETRY_TYPES = ("parallel", "fan_flat", "fan_arc")
 FORMAT_MEASUREMENTS = "ctblend-measurements"
+SIMULATION_REFINE = 2
+"""How much finer than the reconstruction grid a 3D acquisition's measurements are simulated."""
 PROJECTIONS = "projections"
 """The dataset of a 3D acquisition's measurements: ``(V, rows, cols)``, one image per view."""
 _KEYS = {
@@ -256,11 +259,19 @@ class Acquisition:
         self, A: ops.Operator, x: torch.Tensor, pixel_mm: float, seed: int = 0
     ) -> torch.Tensor:
         """Measurements ``A.range_shape`` of ``x`` ``(Z, H, W)`` in [0, 1] units; ``pixel_mm`` is
-        the in-plane pixel size in mm (sets the path lengths of the Poisson noise)."""
+        the in-plane pixel size in mm (sets the path lengths of the Poisson noise).
+
+        A 3D acquisition measures ``x`` on a grid ``SIMULATION_REFINE`` times finer in every axis
+        (each voxel split into sub-voxels of its value: the same object) through the same
+        projection geometry, so that reconstructing with ``A`` is not an inverse crime.
+        """
         if self.geometry is None:
             size = 1.0
         elif self.is_3d:
             size = self.geometry.voxel_size[2]
+            k = SIMULATION_REFINE
+            x = x.repeat_interleave(k, -3).repeat_interleave(k, -2).repeat_interleave(k, -1)
+            A = ops.Operator(self.geometry.volume(x.shape[-3:], refine=k), A.proj_geom)
         else:
             size = self.geometry.voxel_size
         return self._protocol().simulate(A, x, voxel_mm=pixel_mm / size, seed=seed)
@@ -310,20 +321,7 @@ def write_arrays(
         write_hdf5(tmp, arrays[names[0]], spacing_mm=spacing_mm, attrs=attrs, dataset=names[0])
         with h5py.File(tmp, "a") as f:
             for name in names[1:]:
-                value = arrays[name]
-                if hasattr(value, "detach"):
-                    value = value.detach().cpu().numpy()
-                value = np.asarray(value)
-                chunks = (1,) * (value.ndim - 2) + value.shape[-2:] if value.ndim >= 2 else True
-                f.create_dataset(
-                    name,
-                    data=value,
-                    chunks=chunks,
-                    compression="gzip",
-                    compression_opts=4,
-                    shuffle=True,
-                    track_times=False,
-                )
+                add_dataset(f, name, arrays[name])
     return path
 
 

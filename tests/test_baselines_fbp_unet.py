@@ -15,8 +15,8 @@ import operators as ops
 from ctblend.baselines import FBPUNet, FBPUNetTrainConfig, export_fbp_unet, train_fbp_unet
 from ctblend.data import ct_phantom, phantom_spacing_mm, unit_to_hu
 from ctblend.io import write_hdf5
-from ctblend.methods import reconstruct
 from ctblend.models.unet import UNetConfig
+from ctblend.pipeline import reconstruct
 from ctblend.priors.loading import CheckpointError
 from ctblend.protocol import get_protocol
 

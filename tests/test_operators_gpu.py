@@ -128,7 +128,7 @@ def test_a_bf16_training_step_on_cuda(tmp_path):
 def test_a_sampler_step_on_cuda():
     from pathlib import Path
 
-    from ctblend.methods import reconstruct
+    from ctblend.pipeline import reconstruct
     from ctblend.priors.loading import load_prior
 
     weights = Path(__file__).resolve().parents[1] / "ctblend" / "weights" / "blendpp_cpu128"

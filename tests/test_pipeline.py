@@ -16,6 +16,7 @@ from ctblend.priors.partitions import PartitionPolicy
 #: An option each method does not use (another method's), per method.
 UNUSED = {
     "fbp": "iterations",
+    "fdk": "nfe",
     "fbp-unet": "nfe",
     "sirt": "lam",
     "tv": "filter",

@@ -13,6 +13,7 @@ from ctblend.protocol import get_protocol
 
 BENCH_METHODS = (
     "fbp",
+    "fdk",
     "fbp-unet",
     "sirt",
     "tv",
@@ -21,6 +22,8 @@ BENCH_METHODS = (
     "diffusionblend",
     "diffusionblend++",
 )
+#: The methods of a run that names none (``fdk``, FBP of a cone beam, is what ``fbp`` does there).
+DEFAULT_METHODS = tuple(m for m in BENCH_METHODS if m != "fdk")
 BENCH_PROTOCOLS = ("svct8", "svct6", "svct4", "lact90")
 DEFAULT_ABLATION = "default"
 #: diffusionblend++ ablations (protocol.md) as overrides of the default cell (adjacency + cross,
@@ -67,7 +70,7 @@ class BenchConfig:
     volumes: tuple[str, ...] = ("test", "ood")
     ct_dir: str | None = None
     protocols: tuple[str, ...] = BENCH_PROTOCOLS
-    methods: tuple[str, ...] = BENCH_METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     ablations: tuple[str, ...] = ()
     scale: str | int = "cpu128"
     z_range: tuple[int, int] | None = None

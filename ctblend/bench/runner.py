@@ -113,6 +113,9 @@ def run_cell(
         "scale": config.scale_name,
         "voxel_mm": round(case.spacing_mm[1], 4),
     }
+    if method == "fbp-unet" and case.acquisition.is_3d:
+        skip = "skipped: 2D-only (FBP-UNet refines 2D FBP slices; this acquisition is 3D)"
+        return blank_row(**base, status=skip, machine=machine)
     prior, prior_label, skip = priors.get(method, cell.protocol)
     if skip is not None:
         log.info("%s: %s", key, skip)

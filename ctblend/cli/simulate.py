@@ -10,8 +10,9 @@ from . import common
 HELP = "volume + protocol/geometry → sinogram HDF5"
 DESCRIPTION = (
     "Simulate measurements of a volume ('phantom' or a path) and write an HDF5 "
-    "file with datasets 'sinogram' (Z, V, D) and 'truth' (Z, H, W, in (HU+1024)/4095 units), "
-    "plus a PNG view of the sinogram."
+    "file with datasets 'sinogram' (Z, V, D) — 'projections' (V, rows, cols) for a 3D geometry "
+    "(cone, parallel3d, cone_vec) — and 'truth' (Z, H, W, in (HU+1024)/4095 units), plus a PNG "
+    "view of the sinogram (of the middle detector row in 3D)."
 )
 
 
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             truth=None if args.no_truth else case.truth,
             attrs=attrs,
         )
-    shape = "×".join(str(n) for n in case.y.shape)
-    print(f"wrote {out} (sinogram {shape}, {acquisition.name}) and {png}")
+    shape = case.y.transpose(0, 1).shape if acquisition.is_3d else case.y.shape
+    what = "projections" if acquisition.is_3d else "sinogram"
+    print(f"wrote {out} ({what} {'×'.join(map(str, shape))}, {acquisition.name}) and {png}")
     return 0

@@ -29,6 +29,7 @@ __all__ = [
     "DiffusionConfig",
     "FBPConfig",
     "FBPUNetConfig",
+    "FDKConfig",
     "MethodConfig",
     "SIRTConfig",
     "TVConfig",
@@ -115,6 +116,14 @@ class FBPConfig(MethodConfig, method="fbp"):
     """Filtered back-projection with the ramp filter ``filter``."""
 
     filter: str = one_of(FILTERS, "ram-lak")
+
+
+@dataclass(frozen=True)
+class FDKConfig(FBPConfig, method="fdk"):
+    """FDK of a circular cone beam; ``short_scan`` None: Parker weights when the scan is
+    shorter than a full turn."""
+
+    short_scan: bool | None = one_of((None, False, True), None)
 
 
 @dataclass(frozen=True)

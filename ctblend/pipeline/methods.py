@@ -1,9 +1,12 @@
 """The method registry and ``reconstruct(method, y, A, prior, config)``.
 
-Methods: ``fbp``, ``sirt``, ``tv``, ``fbp-unet``, ``dds`` (2D prior + ADMM TV-z), ``dds2d`` (2D
-prior + CG), ``diffusionblend`` and ``diffusionblend++``. Each is a (config class, function)
+Methods: ``fbp`` (FDK for a circular cone beam), ``fdk``, ``sirt``, ``tv``, ``fbp-unet``,
+``dds`` (2D prior + ADMM TV-z), ``dds2d`` (2D prior + CG), ``diffusionblend`` and
+``diffusionblend++``. Each is a (config class, function)
 pair in :data:`REGISTRY`. ``y`` has the operator's range shape (``(Z, V, D)`` for a slice-wise
-operator); the result has its domain shape ``(Z, H, W)``, in [0, 1] units, not clipped.
+operator, ``(rows, V, cols)`` for a 3D one); the result has its domain shape ``(Z, H, W)``, in
+[0, 1] units, not clipped. Every method but FBP-UNet (a network on 2D FBP slices) runs on 3D
+operators too: the sampler and the data-consistency steps never assume independent slices.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .configs import (
     DiffusionConfig,
     FBPConfig,
     FBPUNetConfig,
+    FDKConfig,
     MethodConfig,
     SIRTConfig,
     TVConfig,
@@ -72,7 +76,14 @@ def limited_angle(A: ops.Operator) -> bool:
 
 
 def _fbp(y, A, prior, cfg: FBPConfig, callback):
+    if isinstance(A.proj_geom, ops.ConeGeometry):
+        x, record = _fdk(y, A, prior, FDKConfig(filter=cfg.filter), callback)
+        return x, {**record, "algorithm": "fdk"}
     return ops.fbp(A, y, filter=cfg.filter), {"nfe": 0}
+
+
+def _fdk(y, A, prior, cfg: FDKConfig, callback):
+    return ops.fdk(A, y, filter=cfg.filter, short_scan=cfg.short_scan), {"nfe": 0}
 
 
 def _fbp_unet(y, A, prior, cfg: FBPUNetConfig, callback):
@@ -127,6 +138,7 @@ def _diffusion(y, A, prior, cfg: DiffusionConfig, callback):
 
 REGISTRY: dict[str, Method] = {
     "fbp": Method(FBPConfig, _fbp),
+    "fdk": Method(FDKConfig, _fdk),
     "sirt": Method(SIRTConfig, _sirt),
     "tv": Method(TVConfig, _tv),
     "fbp-unet": Method(FBPUNetConfig, _fbp_unet, "fbp-unet"),
@@ -161,6 +173,28 @@ def method_config(
             raise ValueError(f"{method}: got a {type(config).__name__}; expected a {cls.__name__}")
         return config
     return cls.from_dict(config)
+
+
+def _check_geometry(method: str, A: ops.Operator, cfg: MethodConfig) -> None:
+    """Methods that need a kind of geometry say so before any work."""
+    pg = A.proj_geom
+    name = type(pg).__name__
+    if method == "fdk" and not isinstance(pg, ops.ConeGeometry):
+        raise ValueError(f"fdk: needs a circular cone geometry; this acquisition is {name}")
+    if pg.ndim != 3:
+        return
+    if method == "fbp" and not isinstance(pg, ops.ConeGeometry):
+        raise ValueError(f"fbp: no analytic reconstruction of a 3D {name}; use sirt or tv")
+    if method == "fbp-unet":
+        raise ValueError(
+            f"fbp-unet: 2D-only (a network trained on FBP slices of a 2D protocol); this "
+            f"acquisition is 3D ({name})"
+        )
+    if getattr(cfg, "consistency", None) == "cg-slice":
+        raise ValueError(
+            f"{method}: consistency=cg-slice solves slices independently, but a 3D {name} "
+            "couples them; use cg or noise-aware"
+        )
 
 
 def _check_inputs(method: str, y: Tensor, A: ops.Operator, prior: Any) -> None:
@@ -214,6 +248,7 @@ def reconstruct(
         raise ValueError(f"{method}: give options either as config or as keywords, not both")
     cfg = method_config(method, config if config is not None else options)
     _check_inputs(method, y, A, prior)
+    _check_geometry(method, A, cfg)
     start = time.perf_counter()
     x, record = entry.run(y, A, prior, cfg, callback)
     return x, {

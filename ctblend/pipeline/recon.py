@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctblend.geometry_config import Acquisition, read_measurements
+from ctblend.geometry_config import PROJECTIONS, Acquisition, read_measurements
 from ctblend.io.hdf5 import open_hdf5
 from ctblend.io.output import removed_on_error
 from ctblend.io.volume import HDF5_SUFFIXES
@@ -25,7 +25,8 @@ __all__ = ["ReconInput", "input_kind", "load_case", "reconstruct_file"]
 
 
 def input_kind(path: Path) -> str | None:
-    """None for a measurement file (dataset ``sinogram``), else what kind of volume ``path`` is;
+    """None for a measurement file (dataset ``sinogram``, or ``projections`` of a 3D
+    acquisition), else what kind of volume ``path`` is;
     an unreadable or unrecognised HDF5 file is a one-line error saying why."""
     if str(path) == "phantom" and not path.exists():
         return "the procedural phantom"
@@ -35,7 +36,7 @@ def input_kind(path: Path) -> str | None:
         return f"a {path.suffix or 'volume'} file"
     with open_hdf5(path) as f:
         names = sorted(f.keys())
-    if "sinogram" in names:
+    if "sinogram" in names or PROJECTIONS in names:
         return None
     if "hu" in names:
         return "an HDF5 volume: dataset 'hu', no 'sinogram'"
