@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--prior-blend", help="DiffusionBlend prior folder")
     add("--prior-slice2d", help="2D prior folder (dds, dds2d)")
     add("--fbp-unet", help="folder with one FBP-UNet folder per protocol")
-    add("--geometry", help="2D geometry YAML used instead of the named protocols")
+    add("--geometry", help="geometry YAML (2D or 3D: docs/geometries/) instead of protocols")
     add("--spacing", nargs=3, type=float, metavar=("DZ", "DY", "DX"), help="for .npy volumes")
     add("--device", help="cpu (default), cuda or auto")
     add(

@@ -154,8 +154,8 @@ def add_acquisition(parser: argparse.ArgumentParser, default: str | None) -> Non
     group.add_argument(
         "--geometry",
         metavar="FILE.yaml",
-        help="a 2D geometry in YAML "
-        "(type, angles, det_count, det_spacing, src_orig, orig_det; see docs)",
+        help="a geometry in YAML: 2D slice-wise (parallel, fan_flat, fan_arc) or 3D (cone, "
+        "parallel3d, cone_vec); see docs/quickstart.md",
     )
     group.add_argument("--noise", action="store_true", help="Poisson noise, I0 = 1e5 per bin")
     group.add_argument(
