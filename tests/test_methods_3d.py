@@ -12,8 +12,9 @@ from test_sampling import _oracle, _volume
 
 import operators as ops
 from ctblend.cli import main
+from ctblend.diffusion import VPSchedule
 from ctblend.pipeline import reconstruct
-from ctblend.sampling import ADMMTVz, CGConsistency, diff_z, diff_z_adjoint
+from ctblend.sampling import ADMMTVz, CGConsistency, diff_z, diff_z_adjoint, posterior_sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,6 +84,41 @@ def test_oracle_prior_returns_the_known_volume_through_a_cone_operator(method, k
     x, record = reconstruct(method, A(x0), A, _oracle(kind, x0), nfe=6, **extra)
     assert record["nfe"] == 6
     assert torch.max(torch.abs(x - x0)) <= 1e-5
+
+
+class _ZeroPrior:
+    """A prior that knows nothing (ε = 0): Tweedie x̂0 = x_t / √ᾱ_t, far outside [−1, 1] early."""
+
+    schedule = VPSchedule()
+
+    def eps(self, x_t, t, step, generator=None):
+        return torch.zeros_like(x_t)
+
+
+class _RangeRecorder(CGConsistency):
+    """CG data consistency that records the range of every x̂0 it is given."""
+
+    def __init__(self):
+        super().__init__(iterations=5)
+        self.seen: list[tuple[float, float]] = []
+
+    def __call__(self, x0, A, y):
+        self.seen.append((float(x0.min()), float(x0.max())))
+        return super().__call__(x0, A, y)
+
+
+def test_tweedie_x0_is_clipped_before_data_consistency_on_a_cone_beam():
+    # what the operator cannot see (slice offsets in the cone beam's missing cone) CG cannot
+    # remove: an unclipped x̂0 of an uninformed prior leaves |x| > 10 in the result
+    x0 = _volume(z=7, n=12)
+    A = ops.Operator(ops.volume(tuple(x0.shape)), ops.cone(10, (12, 20), 1.5, 30.0, 15.0))
+    dc = _RangeRecorder()
+    x, _ = posterior_sample(_ZeroPrior(), A, A(x0), dc, nfe=6)
+    assert len(dc.seen) == 6
+    assert all(0.0 <= lo and hi <= 1.0 for lo, hi in dc.seen)
+    assert -0.5 < float(x.min()) and float(x.max()) < 1.5
+    x_raw, _ = posterior_sample(_ZeroPrior(), A, A(x0), CGConsistency(5), nfe=6, clip_x0=False)
+    assert float(x_raw.abs().max()) > 10.0
 
 
 def test_fbp_of_a_cone_beam_is_fdk():

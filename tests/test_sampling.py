@@ -224,20 +224,23 @@ def test_admm_state_starts_at_zero_and_reset_forgets_it():
 
 def test_dds_restarted_admm_survives_a_bad_first_estimate():
     """An oracle prior whose first ε is off (as an undertrained network's at t ≈ T): DDS with the
-    per-step ADMM restart still lands near x0 (TV-z bias only), while the DDS code's persistent
-    ADMM state carries the error through the run and ends far off."""
+    per-step ADMM restart still lands near x0 (TV-z bias only). The DDS code's persistent ADMM
+    state carries an unclipped first x̂0 (off by ~50 at t ≈ T) through the run and ends far off;
+    clipping x̂0 to the data range (the default) bounds what it can carry."""
     x0 = _volume()
     A = ops.Operator(ops.volume(tuple(x0.shape)), ops.parallel(6, 24))
     error = 0.3 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
     first_off = _with_eps_changed(
         _oracle("slice2d", x0), lambda eps, step: eps + error if step == 0 else eps
     )
-    restarted, _ = reconstruct("dds", A(x0), A, first_off, nfe=20)
-    persistent, _ = reconstruct(
-        "dds", A(x0), A, first_off, nfe=20, admm_persistent=True, admm_iterations=1
-    )
-    assert float((restarted - x0).abs().max()) < 0.2
-    assert float((persistent - x0).abs().max()) > 1.0
+    persistent = {"admm_persistent": True, "admm_iterations": 1}
+    for clip_x0 in (True, False):
+        restarted, _ = reconstruct("dds", A(x0), A, first_off, nfe=20, clip_x0=clip_x0)
+        assert float((restarted - x0).abs().max()) < 0.2
+    carried, _ = reconstruct("dds", A(x0), A, first_off, nfe=20, clip_x0=False, **persistent)
+    assert float((carried - x0).abs().max()) > 1.0
+    clipped, _ = reconstruct("dds", A(x0), A, first_off, nfe=20, **persistent)
+    assert float((clipped - x0).abs().max()) < 0.2
     with pytest.raises(ValueError, match="admm_iterations"):
         ADMMTVz(admm_iterations=0)
 

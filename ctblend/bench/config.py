@@ -36,6 +36,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "nfe=50": {"nfe": 50},
     "nfe=100": {"nfe": 100},
     "nfe=200": {"nfe": 200},
+    "clip_x0=false": {"clip_x0": False},
 }
 #: Prior folder base names under ``ctblend/weights`` (``<base>_<scale>``) per prior kind.
 QUICK = {

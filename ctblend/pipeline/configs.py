@@ -150,13 +150,15 @@ class TVConfig(MethodConfig, method="tv"):
 
 @dataclass(frozen=True)
 class DiffusionConfig(MethodConfig):
-    """What every diffusion method takes: NFE, DDIM η, CG iterations per step, seed."""
+    """What every diffusion method takes: NFE, DDIM η, CG iterations per step, seed, and whether
+    each Tweedie x̂0 is clipped to the data range before data consistency (``clip_x0``)."""
 
     steps_field: ClassVar[str] = "nfe"
     nfe: int = at_least(1, 200)
     eta: float = at_least(0.0, 0.85)
     cg_iters: int = at_least(0, 5)
     seed: int = 0
+    clip_x0: bool = one_of((False, True), True)
 
 
 @dataclass(frozen=True)

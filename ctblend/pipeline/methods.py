@@ -131,6 +131,7 @@ def _diffusion(y, A, prior, cfg: DiffusionConfig, callback):
         eta=cfg.eta,
         seed=cfg.seed,
         schedule=prior.schedule,
+        clip_x0=cfg.clip_x0,
         callback=callback,
     )
     return x, {**record, "seed": cfg.seed}

@@ -1,8 +1,14 @@
 """The generic posterior sampler (Algorithm 1 of the paper in its DDS form).
 
-Per step ``i`` with timestep ``t``: ε = prior.eps(x_t, t, i); x̂0 = Tweedie(x_t, ε);
-x̂0 ← DC(x̂0) in measurement units; x_{t'} = √ᾱ_{t'} x̂0 + √(1−ᾱ_{t'}) (η z + √(1−η²) ε).
-The last step returns the data-consistent x̂0. The prior works in [−1, 1], the operator in
+Per step ``i`` with timestep ``t``: ε = prior.eps(x_t, t, i); x̂0 = Tweedie(x_t, ε), clipped to
+the data range [−1, 1] (``clip_x0``, DDPM's ``clip_denoised``); x̂0 ← DC(x̂0) in measurement
+units; x_{t'} = √ᾱ_{t'} x̂0 + √(1−ᾱ_{t'}) (η z + √(1−η²) ε).
+The last step returns the data-consistent x̂0.
+
+Why the clip matters: data consistency cannot remove what the operator does not see. On a
+circular cone beam a constant offset of one off-central slice is almost in A's null space (the
+missing cone), so an unclipped early x̂0 (seen at ±9 on a cone beam at t = 999) leaves slice offsets
+that CG never removes. The prior works in [−1, 1], the operator in
 [0, 1] (x_unit = (x + 1) / 2); both conversions are explicit here.
 """
 
@@ -44,10 +50,12 @@ def posterior_sample(
     eta: float = 0.85,
     seed: int = 0,
     schedule: VPSchedule | None = None,
+    clip_x0: bool = True,
     callback: StepCallback | None = None,
 ) -> tuple[Tensor, dict]:
     """Reconstruct ``A.domain_shape`` in [0, 1]-units from ``y`` (shape ``A.range_shape``) in
-    ``nfe`` DDIM steps with stochasticity ``eta``, noise drawn from ``seed``.
+    ``nfe`` DDIM steps with stochasticity ``eta``, noise drawn from ``seed``; ``clip_x0`` clips
+    each Tweedie x̂0 to the prior's data range before data consistency.
 
     Returns the volume (not clipped) and a record with timings and the NFE used.
     """
@@ -71,6 +79,8 @@ def posterior_sample(
             eps = prior.eps(x, t, i, generator).to(dtype)
             prior_seconds += time.perf_counter() - start
             x0_hat = schedule.tweedie_x0(x, eps, t)
+            if clip_x0:
+                x0_hat = x0_hat.clamp(-1.0, 1.0)
             start = time.perf_counter()
             x0_unit = consistency(to_unit(x0_hat), A, y)
             dc_seconds += time.perf_counter() - start
