@@ -25,7 +25,7 @@ DESCRIPTION = (
 EPILOG = (
     "KEY=VALUE items set method options, e.g. nfe=100 eta=0.85 cg_iters=5 "
     "partition=adjacency (diffusion methods), iterations=300 (sirt, tv), lam=0.02 (tv), "
-    "filter=hann (fbp)."
+    "filter=hann (fbp, fdk), short_scan=true (fdk), clip_x0=false (diffusion methods)."
 )
 
 
@@ -41,7 +41,8 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--method",
         default="fbp",
-        help="fbp (default), sirt, tv, dds, dds2d, diffusionblend, diffusionblend++",
+        help="fbp (default; FDK on a circular cone beam), fdk, fbp-unet (2D), sirt, tv, dds, "
+        "dds2d, diffusionblend, diffusionblend++",
     )
     p.add_argument("--prior", metavar="PATH", help="checkpoint folder or shipped prior name")
     p.add_argument("--nfe", type=common.positive_int, help="diffusion steps (default 200; dds 100)")
