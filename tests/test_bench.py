@@ -265,7 +265,7 @@ def test_command_line_options(tmp_path):
     )
     config = config_from_args(args)
     assert config.protocols == ("svct8", "lact90", "svct8+noise", "lact90+noise")
-    assert len(config.ablations) == 7 and config.scale == "cpu128" and config.seeds == (0,)
+    assert len(config.ablations) == 8 and config.scale == "cpu128" and config.seeds == (0,)
     quick = config_from_args(
         parser.parse_args(["--quick", "--scale", "64", "--nfe", "7", "--precision", "bf16"])
     )
