@@ -52,15 +52,17 @@ def demo_excerpt() -> Path:
 
 
 def score_table(scores: Mapping[str, Mapping[str, float]], seconds: Mapping[str, float]) -> str:
-    """A Markdown table: method, per-plane PSNR (dB) / SSIM, volume PSNR (the figure's number),
-    wall time."""
+    """A Markdown table: method, per-plane PSNR (dB) / SSIM over every slice and inside the body
+    (a / c / s), volume PSNR (the figure's number), wall time."""
     head = "| method | axial PSNR | axial SSIM | coronal PSNR | coronal SSIM | sagittal PSNR "
-    head += "| sagittal SSIM | volume PSNR | time (s) |"
-    lines = [head, "|---" + "|---:" * 8 + "|"]
+    head += "| sagittal SSIM | body PSNR a / c / s | volume PSNR | time (s) |"
+    lines = [head, "|---" + "|---:" * 9 + "|"]
+    planes = ("axial", "coronal", "sagittal")
     for method, s in scores.items():
         cells = [method]
-        for plane in ("axial", "coronal", "sagittal"):
+        for plane in planes:
             cells += [f"{s[f'{plane}_psnr']:.2f}", f"{s[f'{plane}_ssim']:.3f}"]
+        cells.append(" / ".join(f"{s[f'{plane}_psnr_body']:.2f}" for plane in planes))
         cells.append(f"{s['volume_psnr']:.2f}")
         cells.append(f"{seconds.get(method, float('nan')):.1f}")
         lines.append("| " + " | ".join(cells) + " |")

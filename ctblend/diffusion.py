@@ -81,7 +81,7 @@ class VPSchedule:
         T = 1000, nfe = 200 gives 995, 990, …, 5, 0 (the reference sampler's sequence).
         """
         if not 1 <= nfe <= self.num_timesteps:
-            raise ValueError(f"nfe must be in [1, {self.num_timesteps}], got {nfe}")
+            raise ValueError(f"nfe={nfe}; expected an integer in [1, {self.num_timesteps}]")
         steps = torch.floor(torch.arange(nfe, dtype=torch.float64) * self.num_timesteps / nfe)
         return [int(s) for s in steps.flip(0)]
 

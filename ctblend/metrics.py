@@ -2,19 +2,27 @@
 
 Per-plane PSNR/SSIM: every 2D slice of the plane, mean ± std over the slices; axial = slices
 along z, coronal = along y (rows), sagittal = along x (columns). Reconstructions are clipped
-to [0, 1] first. TV-z = mean |x[z+1] − x[z]| (no wrap-around).
+to [0, 1] first. Every slice counts: the MSE is floored at 1e-10, so a slice reconstructed
+exactly scores 100 dB and a better reconstruction never scores lower.
 
-A slice reconstructed exactly (e.g. an all-air border row after clipping) has PSNR = ∞; such
-slices are left out of the PSNR mean/std and counted in ``psnr_exact`` (SSIM keeps them, as 1).
+Inside the body (``*_body``): the mask is truth > −500 HU (x > 524/4095) dilated by 3 voxels
+in 3D (a Euclidean ball of radius 3); per slice, PSNR from the MSE over the mask's pixels and
+SSIM as the mean of the SSIM map over them; slices with fewer than 50 mask pixels are left out
+(NaN when no slice is left). TV-z = mean |x[z+1] − x[z]| (no wrap-around).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from scipy.ndimage import binary_dilation
+from skimage.metrics import structural_similarity
 
 PLANES = {"axial": 0, "coronal": 1, "sagittal": 2}
+MSE_FLOOR = 1e-10
+BODY_HU = -500.0
+BODY_DILATION = 3
+BODY_MIN_PIXELS = 50
 
 
 def _numpy(x) -> np.ndarray:
@@ -30,28 +38,60 @@ def _check(recon: np.ndarray, truth: np.ndarray) -> None:
         )
 
 
-def plane_scores(recon, truth, plane: str) -> dict[str, float]:
-    """PSNR/SSIM mean and std over the 2D slices of one plane."""
+def psnr(mse: float) -> float:
+    """PSNR in dB at data range 1 of a mean squared error, floored at ``MSE_FLOOR`` (100 dB)."""
+    return float(10.0 * np.log10(1.0 / max(mse, MSE_FLOOR)))
+
+
+def body_mask(truth) -> np.ndarray:
+    """(Z, H, W) bool: truth > −500 HU in protocol units, dilated by a ball of radius 3 voxels."""
+    t = _numpy(truth)
+    if t.ndim != 3:
+        raise ValueError(f"expected a (Z, H, W) volume, got shape {t.shape}")
+    r = np.arange(-BODY_DILATION, BODY_DILATION + 1)
+    ball = (r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2) <= (
+        BODY_DILATION**2
+    )
+    return binary_dilation(t > (BODY_HU + 1024.0) / 4095.0, structure=ball)
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
+    """scikit-image's SSIM of slice ``a`` against ``b`` (border-cropped mean) and its map."""
+    win = min(7, *a.shape)
+    win -= 1 - win % 2  # odd, at most 7, at most the slice's smaller side
+    mean, smap = structural_similarity(b, a, data_range=1.0, win_size=win, full=True)
+    return float(mean), smap
+
+
+def _stats(values: list[float], name: str) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    if not a.size:
+        return {name: float("nan"), f"{name}_std": float("nan")}
+    return {name: float(a.mean()), f"{name}_std": float(a.std())}
+
+
+def plane_scores(recon, truth, plane: str, mask=None) -> dict[str, float]:
+    """PSNR/SSIM mean and std over the 2D slices of one plane; with a (Z, H, W) ``mask``
+    also ``psnr_body``/``ssim_body`` (and their std) over the slices with >= 50 mask pixels."""
     r, t = np.clip(_numpy(recon), 0, 1), _numpy(truth)
     _check(r, t)
     axis = PLANES[plane]
-    psnr, ssim = [], []
+    psnr_all, ssim_all, psnr_body, ssim_body = [], [], [], []
     for k in range(r.shape[axis]):
         a, b = np.take(r, k, axis=axis), np.take(t, k, axis=axis)
-        if not np.array_equal(a, b):
-            psnr.append(peak_signal_noise_ratio(b, a, data_range=1.0))
-        win = min(7, *a.shape)
-        win -= 1 - win % 2  # odd, at most 7, at most the slice's smaller side
-        ssim.append(structural_similarity(b, a, data_range=1.0, win_size=win))
-    psnr_a, ssim_a = np.asarray(psnr), np.asarray(ssim)
-    exact = r.shape[axis] - len(psnr)
-    return {
-        "psnr": float(psnr_a.mean()) if len(psnr) else float("inf"),
-        "psnr_std": float(psnr_a.std()) if len(psnr) else 0.0,
-        "psnr_exact": exact,
-        "ssim": float(ssim_a.mean()),
-        "ssim_std": float(ssim_a.std()),
-    }
+        err = (a - b) ** 2
+        ssim_mean, smap = _ssim(a, b)
+        psnr_all.append(psnr(float(err.mean())))
+        ssim_all.append(ssim_mean)
+        if mask is not None:
+            m = np.take(mask, k, axis=axis)
+            if m.sum() >= BODY_MIN_PIXELS:
+                psnr_body.append(psnr(float(err[m].mean())))
+                ssim_body.append(float(smap[m].mean()))
+    out = {**_stats(psnr_all, "psnr"), **_stats(ssim_all, "ssim")}
+    if mask is not None:
+        out.update(_stats(psnr_body, "psnr_body") | _stats(ssim_body, "ssim_body"))
+    return out
 
 
 def tv_z(x) -> float:
@@ -61,14 +101,16 @@ def tv_z(x) -> float:
 
 
 def volume_scores(recon, truth) -> dict[str, float]:
-    """All protocol metrics: per-plane PSNR/SSIM (mean, std), volume PSNR, TV-z of both."""
+    """All protocol metrics: per-plane PSNR/SSIM (mean, std) over every slice and inside the
+    body, volume PSNR, TV-z of both."""
     r, t = np.clip(_numpy(recon), 0, 1), _numpy(truth)
     _check(r, t)
+    mask = body_mask(t)
     out: dict[str, float] = {}
     for plane in PLANES:
-        for key, value in plane_scores(r, t, plane).items():
+        for key, value in plane_scores(r, t, plane, mask).items():
             out[f"{plane}_{key}"] = value
-    out["volume_psnr"] = float(peak_signal_noise_ratio(t, r, data_range=1.0))
+    out["volume_psnr"] = psnr(float(((r - t) ** 2).mean()))
     out["tv_z"] = tv_z(r)
     out["tv_z_truth"] = tv_z(t)
     return out

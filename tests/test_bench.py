@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import distance_transform_edt
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import operators as ops
@@ -38,7 +39,7 @@ REQUIRED = [
     *(
         f"{plane}_{metric}{suffix}"
         for plane in ("axial", "coronal", "sagittal")
-        for metric in ("psnr", "ssim")
+        for metric in ("psnr", "ssim", "psnr_body", "ssim_body")
         for suffix in ("", "_std")
     ),
     "volume_psnr",
@@ -160,6 +161,14 @@ def test_quick_writes_every_column_and_matches_independent_scores(tmp_path, blen
         peak_signal_noise_ratio(truth, x, data_range=1.0), abs=1e-4
     )
     assert fbp["tv_z_truth"] == pytest.approx(np.abs(np.diff(truth, axis=0)).mean(), rel=1e-5)
+    # Inside the body: voxels within 3 of one above −500 HU (a Euclidean distance transform).
+    body = distance_transform_edt(truth <= 524 / 4095) <= 3
+    inside = [
+        10 * np.log10(1 / ((x[k] - truth[k])[body[k]] ** 2).mean())
+        for k in range(8)
+        if body[k].sum() >= 50
+    ]
+    assert fbp["axial_psnr_body"] == pytest.approx(np.mean(inside), abs=1e-4)
     assert fbp["shape"] == "8x32x32" and fbp["nfe"] == 0
     with h5py.File(out / "volumes" / "phantom__svct8__fbp__default__seed0.h5") as f:
         np.testing.assert_allclose(f["recon"][...], x, atol=1e-3)  # float16 storage
@@ -265,7 +274,8 @@ def test_command_line_options(tmp_path):
     )
     config = config_from_args(args)
     assert config.protocols == ("svct8", "lact90", "svct8+noise", "lact90+noise")
-    assert len(config.ablations) == 8 and config.scale == "cpu128" and config.seeds == (0,)
+    assert len(config.ablations) == 10 and config.scale == "cpu128" and config.seeds == (0,)
+    assert {"consistency=admm-tvz", "eps_from=x0"} <= set(config.ablations)
     quick = config_from_args(
         parser.parse_args(["--quick", "--scale", "64", "--nfe", "7", "--precision", "bf16"])
     )

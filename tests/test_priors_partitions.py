@@ -47,23 +47,31 @@ def test_adjacency_partition_properties(z, offset):
     assert interior <= starts
 
 
-@settings(max_examples=200, deadline=None)
-@given(z=Z)
-def test_cross_partition_properties(z):
+@pytest.mark.parametrize("z", range(9, 65))
+def test_every_cross_group_is_a_true_gap3_triple_inside_the_volume(z):
+    """Red before: Z = 32 fed (27, 30, 31), (28, 31, 31), (29, 31, 31) labelled gap 3."""
     p = cross_partition(z)
     _check_cover(p, z)
     assert p.label == 3 and p.kind == "cross"
-    padded = -(-z // 9) * 9
     for g in p.groups:
-        first = g.indices[0]
-        b, m = divmod(first, 9)
-        assert m in (0, 1, 2)
-        # {9b+m, 9b+m+3, 9b+m+6} on the padded volume, repetition padding clamps to Z−1 …
-        ideal = (first, first + 3, first + 6)
-        assert ideal[2] < padded
-        assert g.indices == tuple(min(i, z - 1) for i in ideal)
-        # … and padded positions are cropped back (never written).
-        assert g.writes == tuple(i < z for i in ideal)
+        a, b, c = g.indices
+        assert (b - a, c - b) == (3, 3) and 0 <= a and c < z, g.indices
+
+
+def test_cross_partition_tail_hand_cases():
+    tail = [(g.indices, g.writes) for g in cross_partition(10).groups]
+    assert tail == [
+        ((0, 3, 6), (True, True, True)),
+        ((1, 4, 7), (True, True, True)),
+        ((2, 5, 8), (True, True, True)),
+        ((3, 6, 9), (False, False, True)),  # the block [1, 10) writes only slice 9
+    ]
+    tail = [(g.indices, g.writes) for g in cross_partition(32).groups[-3:]]
+    assert tail == [
+        ((23, 26, 29), (False, False, True)),  # the block [23, 32): slices 27…31 were missing
+        ((24, 27, 30), (False, True, True)),
+        ((25, 28, 31), (False, True, True)),
+    ]
 
 
 def test_cross_partition_hand_case():
@@ -100,17 +108,19 @@ def test_policy_alternation_and_labels(z, step, k, seed):
     policy = PartitionPolicy("random", k)
     p = policy(z, step, torch.Generator().manual_seed(seed))
     _check_cover(p, z)
-    use_cross = k > 0 and (step + 1) % k == 0
+    use_cross = k > 0 and step % k == 0 and z >= 9
     assert p.kind == ("cross" if use_cross else "adjacency")
     assert p.label == (3 if use_cross else 1)
 
 
-def test_default_policy_is_cross_on_odd_steps_and_random_offsets():
+def test_default_policy_is_cross_on_even_steps_as_the_authors_code():
+    """Their loop runs ``ct += 1`` then ``if ct % 2 == 1`` (cross): 0-based steps 0, 2, 4 …"""
     policy = PartitionPolicy()
     gen = torch.Generator().manual_seed(0)
     kinds = [policy(30, s, gen).kind for s in range(6)]
-    assert kinds == ["adjacency", "cross"] * 3
-    starts = {policy(30, 0, gen).groups[1].indices[0] for _ in range(60)}
+    assert kinds == ["cross", "adjacency"] * 3
+    assert policy(8, 0, gen).kind == "adjacency"  # no gap-3 partition below 9 slices
+    starts = {policy(30, 1, gen).groups[1].indices[0] for _ in range(60)}
     assert starts == {1, 2, 3}  # second group starts at s or s + 3 for s = 0, 1, 2
 
 
@@ -123,8 +133,8 @@ def test_fixed_policy_is_deterministic_offset_zero():
 def test_invalid_inputs():
     with pytest.raises(ValueError, match="at least 3 slices"):
         adjacency_partition(2)
-    with pytest.raises(ValueError, match="at least 3 slices"):
-        cross_partition(1)
+    with pytest.raises(ValueError, match="at least 9 slices"):
+        cross_partition(8)
     with pytest.raises(ValueError, match="offset"):
         adjacency_partition(9, 3)
     with pytest.raises(ValueError, match="offset"):

@@ -9,12 +9,19 @@ from torch import nn
 
 import operators as ops
 from ctblend.diffusion import VPSchedule
-from ctblend.pipeline import limited_angle, reconstruct
+from ctblend.pipeline import limited_angle, method_config, reconstruct
 from ctblend.priors.base import InferenceOptions
 from ctblend.priors.blend import BlendPrior
 from ctblend.priors.blendpp import BlendPPPrior
 from ctblend.priors.slice2d import Slice2DPrior
-from ctblend.sampling import ADMMTVz, CGConsistency, diff_z, diff_z_adjoint
+from ctblend.sampling import (
+    ADMMTVz,
+    CGConsistency,
+    NoiseAwareConsistency,
+    diff_z,
+    diff_z_adjoint,
+    posterior_sample,
+)
 
 SCHEDULE = VPSchedule()
 
@@ -99,6 +106,9 @@ def _with_eps_changed(prior, change):
         ("diffusionblend", "blend", {}),
         ("dds2d", "slice2d", {}),
         ("dds", "slice2d", {"lam": 0.0, "rho": 0.0}),  # TV off: x0 is then a fixed point
+        ("diffusionblend++", "blend++", {"consistency": "admm-tvz", "lam": 0.0, "rho": 0.0}),
+        ("diffusionblend++", "blend++", {"eps_from": "x0"}),
+        ("dds", "slice2d", {"lam": 0.0, "rho": 0.0, "eps_from": "x0"}),
     ],
 )
 def test_oracle_prior_returns_the_known_volume(method, kind, extra):
@@ -300,3 +310,132 @@ def test_prior_trained_at_another_size_is_rejected():
 
     with pytest.raises(ValueError, match="trained at 32"):
         reconstruct("diffusionblend++", torch.zeros(A.range_shape), A, Other())
+
+
+class ExplodingNet(nn.Module):
+    """A network that must not be called: any forward pass fails the test."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, *args, **kwargs):
+        raise AssertionError("the network was called before the options were checked")
+
+
+@pytest.mark.parametrize(
+    "method, options, message",
+    [
+        ("diffusionblend++", {"eta": 1.5}, r"eta=1.5; expected a number in \[0.0, 1.0\]"),
+        ("dds", {"eta": -0.5}, r"eta=-0.5; expected a number in \[0.0, 1.0\]"),
+        ("diffusionblend++", {"consistency": "noise-aware", "gamma": 0}, "gamma=0; expected"),
+        ("dds2d", {"consistency": "noise-aware", "gamma": -1.0}, "gamma=-1.0; expected"),
+        ("diffusionblend", {"nfe": 0}, "nfe=0; expected an integer >= 1"),
+        ("diffusionblend++", {"nfe": 100000}, r"nfe=100000; expected an integer in \[1, 1000\]"),
+        ("dds", {"cg_iters": -1}, "cg_iters=-1"),
+        ("dds", {"rho": -1.0}, "rho=-1.0"),
+        ("dds", {"lam": -0.1}, "lam=-0.1"),
+        ("dds", {"admm_iterations": 0}, "admm_iterations=0"),
+        ("diffusionblend++", {"cross_every": 0}, "cross_every=0"),
+        ("diffusionblend++", {"consistency": "admm-tvz", "rho": -2.0}, "rho=-2.0"),
+    ],
+)
+def test_every_bound_is_checked_before_the_network_is_called(method, options, message):
+    A = ops.Operator(ops.volume((9, 16, 16)), ops.parallel(4, 24))
+    kind = {"diffusionblend++": "blend++", "diffusionblend": "blend"}.get(method, "slice2d")
+    cls = {"blend++": BlendPPPrior, "blend": BlendPrior, "slice2d": Slice2DPrior}[kind]
+    prior = cls(ExplodingNet(), 16, SCHEDULE, options=InferenceOptions(group_batch=4))
+    with pytest.raises(ValueError, match=message) as info:
+        reconstruct(method, torch.zeros(A.range_shape), A, prior, options)
+    assert "\n" not in str(info.value)
+
+
+def test_posterior_sample_checks_eta_and_eps_from_before_the_network():
+    A = ops.Operator(ops.volume((9, 16, 16)), ops.parallel(4, 24))
+    prior = BlendPPPrior(ExplodingNet(), 16, SCHEDULE)
+    y = torch.zeros(A.range_shape)
+    for bad, message in (({"eta": 1.5}, r"eta=1.5"), ({"eps_from": "both"}, "eps_from='both'")):
+        with pytest.raises(ValueError, match=message):
+            posterior_sample(prior, A, y, CGConsistency(), nfe=4, **bad)
+    with pytest.raises(ValueError, match="gamma=0"):
+        NoiseAwareConsistency(gamma=0)
+
+
+def test_dds_is_the_2d_prior_with_admm_tvz_through_the_same_path():
+    x0 = _volume(z=9, n=12)
+    A = ops.Operator(ops.volume(tuple(x0.shape)), ops.parallel(4, 18))
+
+    class Shrink:  # deterministic given x_t
+        kind, image_size, schedule = "slice2d", 12, SCHEDULE
+
+        def eps(self, x_t, t, step, generator=None):
+            return 0.5 * x_t
+
+    dds, record = reconstruct("dds", A(x0), A, Shrink(), nfe=6)
+    same, _ = reconstruct("dds2d", A(x0), A, Shrink(), nfe=6, consistency="admm-tvz")
+    plain, _ = reconstruct("dds2d", A(x0), A, Shrink(), nfe=6)
+    assert torch.equal(dds, same) and not torch.allclose(dds, plain)
+    assert record["config"]["consistency"] == "admm-tvz" and "gamma" not in record["config"]
+
+
+def test_admm_tvz_is_the_solver_of_diffusionblendpp_when_asked():
+    """DiffusionBlend++ with admm-tvz runs exactly ADMMTVz after each step (same z/w path)."""
+    x0 = _volume(z=9, n=12)
+    A = ops.Operator(ops.volume(tuple(x0.shape)), ops.parallel(4, 18))
+    y = A(x0)
+    cfg = method_config("diffusionblend++", {"consistency": "admm-tvz", "nfe": 4})
+    assert cfg.consistency == "admm-tvz" and cfg.lam is None
+    prior = _oracle("blend++", x0)
+    seen = []
+    x, _ = reconstruct(
+        "diffusionblend++", y, A, prior, cfg, callback=lambda i, t, u: seen.append(u)
+    )
+    # replay: ADMMTVz (λ = 0.04: sparse view) applied to the sampler's own Tweedie estimates
+    admm = ADMMTVz(rho=10.0, lam=0.04, iterations=5, admm_iterations=3)
+    x_t = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    t = SCHEDULE.ddim_timesteps(4)[0]  # the first step; later ones add the sampler's noise
+    x0_hat = SCHEDULE.tweedie_x0(x_t, SCHEDULE.eps_from_x0(x_t, 2 * x0 - 1, t), t)
+    torch.testing.assert_close(seen[0], admm((x0_hat.clamp(-1, 1) + 1) / 2, A, y))
+    assert len(seen) == 4 and torch.isfinite(x).all()
+
+
+def test_eps_from_x0_rederives_eps_from_the_data_consistent_estimate():
+    """η = 0, a prior of constant ε: the second step's x_t follows the DDIM formula with the
+    network's ε (``network``) or with ε′ = (x_T − √ᾱ_T x̂0′)/√(1 − ᾱ_T) (``x0``)."""
+    x_true = _volume(z=4, n=12)
+    A = ops.Operator(ops.volume(tuple(x_true.shape)), ops.parallel(5, 18))
+
+    class Constant:  # ε = 0.3 everywhere; records the x_t it is given
+        kind, image_size, schedule = "slice2d", 12, SCHEDULE
+
+        def __init__(self):
+            self.inputs = []
+
+        def eps(self, x_t, t, step, generator=None):
+            self.inputs.append(x_t.clone())
+            return torch.full_like(x_t, 0.3)
+
+    for mode in ("network", "x0"):
+        prior, dc = Constant(), []
+
+        def record(i, t, u, dc=dc):
+            dc.append(2 * u - 1)
+
+        reconstruct(
+            "dds2d",
+            A(x_true),
+            A,
+            prior,
+            nfe=2,
+            eta=0.0,
+            eps_from=mode,
+            callback=record,
+        )
+        t0, t1 = SCHEDULE.ddim_timesteps(2)
+        a0, a1 = SCHEDULE.alpha_bar(t0), SCHEDULE.alpha_bar(t1)
+        x_T = prior.inputs[0]
+        eps = torch.full_like(x_T, 0.3)
+        if mode == "x0":
+            eps = (x_T - a0**0.5 * dc[0]) / (1 - a0) ** 0.5
+        expected = a1**0.5 * dc[0] + (1 - a1) ** 0.5 * eps
+        torch.testing.assert_close(prior.inputs[1], expected, rtol=1e-5, atol=1e-5)

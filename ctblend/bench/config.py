@@ -37,6 +37,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "nfe=100": {"nfe": 100},
     "nfe=200": {"nfe": 200},
     "clip_x0=false": {"clip_x0": False},
+    "consistency=admm-tvz": {"consistency": "admm-tvz"},
+    "eps_from=x0": {"eps_from": "x0"},
 }
 #: Prior folder base names under ``ctblend/weights`` (``<base>_<scale>``) per prior kind.
 QUICK = {

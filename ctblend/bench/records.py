@@ -18,7 +18,7 @@ from ctblend.metrics import PLANES
 METRIC_COLUMNS = tuple(
     f"{plane}_{metric}{suffix}"
     for plane in PLANES
-    for metric in ("psnr", "ssim")
+    for metric in ("psnr", "ssim", "psnr_body", "ssim_body")
     for suffix in ("", "_std")
 ) + ("volume_psnr", "tv_z", "tv_z_truth")
 COLUMNS = (

@@ -2,7 +2,8 @@
 
 Methods: ``fbp`` (FDK for a circular cone beam), ``fdk``, ``sirt``, ``tv``, ``fbp-unet``,
 ``dds`` (2D prior + ADMM TV-z), ``dds2d`` (2D prior + CG), ``diffusionblend`` and
-``diffusionblend++``. Each is a (config class, function)
+``diffusionblend++``. Every diffusion method takes every data consistency (``consistency``);
+``dds`` is the 2D prior with ``admm-tvz`` through the same path. Each is a (config class, function)
 pair in :data:`REGISTRY`. ``y`` has the operator's range shape (``(Z, V, D)`` for a slice-wise
 operator, ``(rows, V, cols)`` for a 3D one); the result has its domain shape ``(Z, H, W)``, in
 [0, 1] units, not clipped. Every method but FBP-UNet (a network on 2D FBP slices) runs on 3D
@@ -105,7 +106,7 @@ def _tv(y, A, prior, cfg: TVConfig, callback):
 
 def _consistency(cfg: DiffusionConfig, A: ops.Operator):
     """The data-consistency strategy of a diffusion config."""
-    if isinstance(cfg, DDSConfig):
+    if cfg.consistency == "admm-tvz":
         lam = cfg.lam if cfg.lam is not None else (0.4 if limited_angle(A) else 0.04)
         return ADMMTVz(
             rho=cfg.rho,
@@ -132,6 +133,7 @@ def _diffusion(y, A, prior, cfg: DiffusionConfig, callback):
         seed=cfg.seed,
         schedule=prior.schedule,
         clip_x0=cfg.clip_x0,
+        eps_from=cfg.eps_from,
         callback=callback,
     )
     return x, {**record, "seed": cfg.seed}

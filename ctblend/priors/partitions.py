@@ -7,9 +7,10 @@ back, so that every slice receives ε from exactly one group:
 - adjacency (label 1): groups (j, j+1, j+2) for j = s, s+3, …; slices before s come from
   the window [0:3], slices after the last full group from the window [Z−3:Z] (each border
   window writes only the slices no other group covers). s is random in {0, 1, 2} or fixed 0.
-- cross (label 3): the volume is repetition-padded to a multiple of 9 and split into
-  {9b+m, 9b+m+3, 9b+m+6}, m = 0, 1, 2; indices past the end are clamped to Z−1 (the padded
-  copies) and never written, which crops the padding back.
+- cross (label 3): blocks of 9 slices [9b, 9b + 9) split into {9b+m, 9b+m+3, 9b+m+6},
+  m = 0, 1, 2; when Z is not a multiple of 9 the last block is shifted to [Z − 9, Z) and
+  writes only the slices no earlier block covers, so every group is a true gap-3 triple
+  inside the volume (Z >= 9). Below 9 slices no gap-3 partition exists.
 """
 
 from __future__ import annotations
@@ -74,15 +75,22 @@ def adjacency_partition(num_slices: int, offset: int = 0) -> Partition:
 
 
 def cross_partition(num_slices: int) -> Partition:
-    """Groups {9b+m, 9b+m+3, 9b+m+6} on the 9-padded volume, cropped back, label 3."""
-    _check_z(num_slices)
+    """Gap-3 groups {s+m, s+m+3, s+m+6} over 9-slice blocks, the last at [Z − 9, Z), label 3.
+
+    Needs Z >= 9. A shifted last block writes only the slices earlier blocks left out.
+    """
+    if num_slices < 9:
+        raise ValueError(f"a cross (gap-3) partition needs at least 9 slices, got Z = {num_slices}")
     z = num_slices
-    padded = -(-z // 9) * 9
-    groups = []
-    for b in range(padded // 9):
+    starts = list(range(0, z - 8, 9))
+    if starts[-1] + 9 < z:
+        starts.append(z - 9)
+    groups, covered = [], 0
+    for s in starts:
         for m in range(3):
-            idx = tuple(9 * b + m + 3 * k for k in range(3))
-            groups.append(Group(tuple(min(i, z - 1) for i in idx), tuple(i < z for i in idx)))
+            idx = tuple(s + m + 3 * k for k in range(3))
+            groups.append(Group(idx, tuple(i >= covered for i in idx)))
+        covered = s + 9
     return Partition(tuple(g for g in groups if any(g.writes)), CROSS_LABEL, "cross", num_slices=z)
 
 
@@ -91,8 +99,12 @@ class PartitionPolicy:
     """Which partition to use at sampling step ``step`` (0-based).
 
     offset: "random" draws s ∈ {0, 1, 2} per step, "fixed" uses s = 0.
-    cross_every: k > 0 uses the cross partition when (step + 1) % k == 0 (k = 2: odd steps,
-    as in the reference); 0 never uses it.
+    cross_every: k > 0 uses the cross partition when step % k == 0, i.e. steps 0, k, 2k, …;
+    0 never uses it. For k = 2 this is the authors' code (efzero/DiffusionBlend,
+    ``eval_3DCT_blendcond.py``): ``ct += 1`` at the top of every step, then
+    ``if ct % 2 == 1: ###147258369 … et_ = self.vps_blend(xt, model, t, …)``, so its first
+    step (ct = 1) and every second one after it use the slice-jump (cross) partition.
+    Volumes of fewer than 9 slices have no cross partition and always use adjacency.
 
     Ablations: fixed partition = PartitionPolicy("fixed", 0); adjacency only =
     PartitionPolicy("random", 0); default = adjacency + cross every 2nd step.
@@ -109,7 +121,7 @@ class PartitionPolicy:
 
     def __call__(self, num_slices: int, step: int, rng: torch.Generator | None = None) -> Partition:
         """The partition for ``step``; ``rng`` draws the adjacency offset (global RNG if None)."""
-        if self.cross_every and (step + 1) % self.cross_every == 0:
+        if self.cross_every and step % self.cross_every == 0 and num_slices >= 9:
             return cross_partition(num_slices)
         offset = 0
         if self.offset == "random":

@@ -63,6 +63,12 @@ class NoiseAwareConsistency:
     gamma: float = 1.0
     iterations: int = 5
 
+    def __post_init__(self) -> None:
+        if not self.gamma > 0:
+            raise ValueError(
+                f"noise-aware consistency: gamma={self.gamma!r}; expected a number > 0"
+            )
+
     def reset(self) -> None:
         """No state."""
 

@@ -2,7 +2,8 @@
 
 Per step ``i`` with timestep ``t``: ε = prior.eps(x_t, t, i); x̂0 = Tweedie(x_t, ε), clipped to
 the data range [−1, 1] (``clip_x0``, DDPM's ``clip_denoised``); x̂0 ← DC(x̂0) in measurement
-units; x_{t'} = √ᾱ_{t'} x̂0 + √(1−ᾱ_{t'}) (η z + √(1−η²) ε).
+units; optionally ε ← (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t) (``eps_from="x0"``);
+x_{t'} = √ᾱ_{t'} x̂0 + √(1−ᾱ_{t'}) (η z + √(1−η²) ε).
 The last step returns the data-consistent x̂0.
 
 Why the clip matters: data consistency cannot remove what the operator does not see. On a
@@ -51,11 +52,16 @@ def posterior_sample(
     seed: int = 0,
     schedule: VPSchedule | None = None,
     clip_x0: bool = True,
+    eps_from: str = "network",
     callback: StepCallback | None = None,
 ) -> tuple[Tensor, dict]:
     """Reconstruct ``A.domain_shape`` in [0, 1]-units from ``y`` (shape ``A.range_shape``) in
-    ``nfe`` DDIM steps with stochasticity ``eta``, noise drawn from ``seed``; ``clip_x0`` clips
-    each Tweedie x̂0 to the prior's data range before data consistency.
+    ``nfe`` DDIM steps with stochasticity ``eta`` ∈ [0, 1], noise drawn from ``seed``;
+    ``clip_x0`` clips each Tweedie x̂0 to the prior's data range before data consistency;
+    ``eps_from`` is the ε of the DDIM step: ``network`` (the network's, as DDS) or ``x0``
+    (re-derived from the data-consistent x̂0′: ε = (x_t − √ᾱ_t x̂0′)/√(1 − ᾱ_t), as
+    guided-diffusion's ``_predict_eps_from_xstart`` and DiffPIR). Bad options fail before the
+    first network call.
 
     Returns the volume (not clipped) and a record with timings and the NFE used.
     """
@@ -63,6 +69,10 @@ def posterior_sample(
     shape = A.domain_shape
     if len(shape) != 3:
         raise ValueError(f"posterior_sample needs a (Z, H, W) operator domain, got {shape}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"posterior_sample: eta={eta!r}; expected a number in [0, 1]")
+    if eps_from not in ("network", "x0"):
+        raise ValueError(f"posterior_sample: eps_from={eps_from!r}; expected network or x0")
     generator = torch.Generator(device="cpu").manual_seed(seed)
     device, dtype = y.device, y.dtype
     # noise drawn where it is used: on a GPU from a generator of its own (no host copy per
@@ -89,6 +99,8 @@ def posterior_sample(
             if i + 1 == len(timesteps):
                 x0 = x0_unit
                 break
+            if eps_from == "x0":
+                eps = schedule.eps_from_x0(x, to_prior(x0_unit), t)
             z = None
             if eta > 0:
                 z = torch.randn(shape, generator=noise, dtype=torch.float32, device=device)
