@@ -21,10 +21,27 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from ctblend.io.output import atomic_path
 
-__all__ = ["PLANES", "PanelFigure", "plot_loss_curve", "plot_panels", "plot_sinogram"]
+__all__ = [
+    "CT_UNITS",
+    "PLANES",
+    "PanelFigure",
+    "ct_value_label",
+    "plot_loss_curve",
+    "plot_panels",
+    "plot_sinogram",
+]
 
 PLANES = ("axial", "coronal", "sagittal")
 MIN_RATIO = 0.3
+#: The units of ctblend volumes, x = (HU + 1024) / 4095 (``ctblend.data.scaling``).
+CT_UNITS = "(HU + 1024) / 4095"
+HU_PER_UNIT, HU_AT_ZERO = 4095.0, -1024.0
+
+
+def ct_value_label(window: tuple[float, float]) -> str:
+    """Colorbar label of a grey window in CT units: the units and the window in HU."""
+    low, high = (HU_AT_ZERO + HU_PER_UNIT * float(w) for w in window)
+    return f"{CT_UNITS}; window {low:.0f} to {high:.0f} HU"
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,7 @@ def plot_panels(
     error_window: float | None = None,
     title: str | None = None,
     psnr: Mapping[str, float] | None = None,
+    value_label: str | None = None,
     dpi: int = 100,
 ) -> PanelFigure:
     """Axial / coronal / sagittal rows × one column per volume, written as a PNG to ``path``.
@@ -95,12 +113,14 @@ def plot_panels(
     volumes: name → ``(Z, H, W)`` (numpy or torch), all of one shape, drawn in dict order with
     one grey ``window`` (vmin, vmax). When ``truth_key`` is among them, three rows of signed error
     maps (volume − truth, symmetric window ``±error_window``, default a fifth of the grey window)
-    follow, and column titles give the volume PSNR: the caller's ``psnr[name]`` (so the figure
-    prints the number of the caller's table), else computed here (clipped to [0, 1], data
-    range 1). The last
-    row plots every volume along z through the (y, x) crossing of the coronal and sagittal
+    follow, each labelled "<plane> error", and column titles give the *volume* PSNR (over
+    all voxels, so titled "volume PSNR"): the caller's ``psnr[name]`` (so the figure prints the
+    number of the caller's table), else computed here (clipped to [0, 1], data range 1). The
+    last row plots every volume along z through the (y, x) crossing of the coronal and sagittal
     planes (marked on the first column). ``slices``: (z, y, x) indices of the three planes
     (default: the centre). ``spacing``: voxel size (dz, dy, dx) for the aspect ratios.
+    ``value_label``: the grey colorbar's label (default: the CT units and the window in HU,
+    :func:`ct_value_label`; volumes are in those units).
     """
     if not volumes:
         raise ValueError("plot_panels: no volumes given; expected name → (Z, H, W) arrays")
@@ -158,9 +178,10 @@ def plot_panels(
                 error_artist = ax.imshow(
                     diff, cmap="RdBu_r", vmin=-err, vmax=err, origin=origin, aspect=aspect[plane]
                 )
-            if c == 0:
+            if c == 0 or (row not in PLANES and key == compared[0]):
                 axis = {"axial": "z", "coronal": "y", "sagittal": "x"}[plane]
-                ax.set_ylabel(f"{row}\n{axis} = {index[plane]}", fontsize=8)
+                where = f"{axis} = {index[plane]}" if row in PLANES else "error"
+                ax.set_ylabel(f"{plane}\n{where}", fontsize=8)
             if r == 0:
                 label = key
                 if key in compared:
@@ -169,21 +190,25 @@ def plot_panels(
                         value = peak_signal_noise_ratio(
                             truth, np.clip(arrays[key], 0, 1), data_range=1.0
                         )
-                    label += f"\nPSNR {value:.2f} dB"
+                    label += f"\nvolume PSNR {value:.2f} dB"
                 ax.set_title(label, fontsize=10)
     first = keys[0]
     axes[("axial", first)].plot([x], [y], marker="+", color="tab:orange", markersize=10)
     axes[("coronal", first)].axvline(x, color="tab:orange", lw=0.8, alpha=0.8)
     axes[("sagittal", first)].axvline(y, color="tab:orange", lw=0.8, alpha=0.8)
     fig.colorbar(
-        image_artist, ax=[axes[(p, k)] for p in PLANES for k in keys], shrink=0.6, label="value"
+        image_artist,
+        ax=[axes[(p, k)] for p in PLANES for k in keys],
+        shrink=0.6,
+        label=value_label or ct_value_label((vmin, vmax)),
     )
     if error_artist is not None:
+        units = "" if value_label else f" ({CT_UNITS}; ±{err:.3g} = ±{HU_PER_UNIT * err:.0f} HU)"
         fig.colorbar(
             error_artist,
             ax=[axes[(f"{p} error", k)] for p in PLANES for k in compared],
             shrink=0.6,
-            label="volume − truth",
+            label=f"volume − truth{units}",
         )
     profile = fig.add_subplot(grid[len(rows), :])
     positions = np.arange(shape[0]) * dz

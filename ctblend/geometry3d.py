@@ -12,6 +12,7 @@ One operator acts on the whole ``(Z, H, W)`` volume (nothing is slice-wise)::
     det_offset: [0, 0]    # optional: shift of the detector centre along (rows, columns)
     voxel_size: 1.0       # volume voxel size (dz, dy, dx) or one number; default 1
     noise: false
+    allow_truncation: false  # true: a detector short of the volume's projection only warns
 
 ``cone_vec`` replaces ``angles``, the distances, ``det_spacing`` and ``det_offset`` by
 ``vectors``: a file (text with 12 numbers per line, or ``.npy``; relative to the YAML file) or an
@@ -31,12 +32,12 @@ import numpy as np
 
 import operators as ops
 from ctblend.io import DataError
-from ctblend.yaml_fields import count, number, numbers, parse_angles
+from ctblend.yaml_fields import count, flag, number, numbers, parse_angles
 
 __all__ = ["GEOMETRY_3D_TYPES", "Geometry3DConfig"]
 
 GEOMETRY_3D_TYPES = ("cone", "parallel3d", "cone_vec")
-_COMMON = {"type", "det_shape", "voxel_size", "noise"}
+_COMMON = {"type", "det_shape", "voxel_size", "noise", "allow_truncation"}
 _KEYS = {
     "cone": _COMMON | {"angles", "src_orig", "orig_det", "det_spacing", "det_offset"},
     "parallel3d": _COMMON | {"angles", "det_spacing", "det_offset"},
@@ -95,6 +96,7 @@ class Geometry3DConfig:
     src_orig: float | None = None
     orig_det: float | None = None
     vectors: tuple[tuple[float, ...], ...] = ()
+    allow_truncation: bool = False
 
     @classmethod
     def from_dict(
@@ -122,6 +124,9 @@ class Geometry3DConfig:
         fields: dict[str, Any] = {
             "det_shape": tuple(count(source, "det_shape", n) for n in shape),
             "voxel_size": numbers(source, "voxel_size", data.get("voxel_size", 1.0), 3),
+            "allow_truncation": flag(
+                source, "allow_truncation", data.get("allow_truncation", False)
+            ),
         }
         if kind == "cone_vec":
             fields["vectors"] = _vectors(source, data["vectors"], base)
@@ -143,6 +148,8 @@ class Geometry3DConfig:
             "det_shape": list(self.det_shape),
             "voxel_size": list(self.voxel_size),
         }
+        if self.allow_truncation:
+            d["allow_truncation"] = True
         if self.type == "cone_vec":
             d["vectors"] = [list(row) for row in self.vectors]
             return d

@@ -13,6 +13,12 @@ An :class:`Acquisition` is either a named protocol (``svct8``, ``lact90+noise``,
     orig_det: 128         # fan only: rotation centre to detector
     voxel_size: 1.0       # volume pixel size in the same length unit (default 1: voxel units)
     noise: false          # Poisson noise as in the protocols' +noise variant
+    allow_truncation: false  # true: a detector narrower than the volume's projection is a
+                          # warning (interior CT), not an error
+
+Before any work, :meth:`Acquisition.operator` checks the acquisition against the volume
+(:mod:`ctblend.acquisition_checks`): the source outside the volume box, the detector covering
+the volume's projection at every view.
 
 3D geometries (``cone``, ``parallel3d``, ``cone_vec``: one operator on the whole volume) are
 described in :mod:`ctblend.geometry3d`.
@@ -39,12 +45,14 @@ import torch
 import yaml
 
 import operators as ops
+from ctblend.acquisition_checks import check_acquisition
 from ctblend.geometry3d import GEOMETRY_3D_TYPES, Geometry3DConfig
 from ctblend.io import DataError, write_hdf5
 from ctblend.io.hdf5 import add_dataset
 from ctblend.io.output import atomic_path
-from ctblend.protocol import Protocol, get_protocol
-from ctblend.yaml_fields import count, number, parse_angles
+from ctblend.io.volume import check_finite
+from ctblend.protocol import PHOTONS, Protocol, get_protocol
+from ctblend.yaml_fields import count, flag, number, parse_angles
 
 __all__ = [
     "FORMAT_MEASUREMENTS",
@@ -55,6 +63,7 @@ __all__ = [
     "geometry_from_dict",
     "geometry_from_yaml",
     "read_arrays",
+    "read_attrs",
     "read_measurements",
     "write_arrays",
     "write_measurements",
@@ -75,6 +84,7 @@ _KEYS = {
     "orig_det",
     "voxel_size",
     "noise",
+    "allow_truncation",
 }
 
 
@@ -89,6 +99,7 @@ class GeometryConfig:
     src_orig: float | None = None
     orig_det: float | None = None
     voxel_size: float = 1.0
+    allow_truncation: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: object = "geometry") -> GeometryConfig:
@@ -125,6 +136,7 @@ class GeometryConfig:
             det_count=det_count,
             det_spacing=number(source, "det_spacing", data.get("det_spacing", 1.0)),
             voxel_size=number(source, "voxel_size", data.get("voxel_size", 1.0)),
+            allow_truncation=flag(source, "allow_truncation", data.get("allow_truncation", False)),
             **distances,
         )
 
@@ -153,6 +165,8 @@ class GeometryConfig:
         if self.type == "parallel":
             d.pop("src_orig")
             d.pop("orig_det")
+        if not self.allow_truncation:
+            d.pop("allow_truncation")
         return d
 
 
@@ -195,6 +209,18 @@ def geometry_from_yaml(path: str | os.PathLike) -> tuple[AnyGeometry, bool]:
     return geometry_from_dict(data, path, base=path.parent), noise
 
 
+def _arc_deg(angles: Sequence[float]) -> float | None:
+    """The arc that evenly spaced views cover (n × step), the span of uneven ones; None
+    without angles."""
+    if not angles:
+        return None
+    a = np.sort(np.asarray(angles, dtype=np.float64))
+    steps = np.diff(a)
+    if len(a) > 1 and np.allclose(steps, steps[0], rtol=1e-6):
+        return round(float(len(a) * steps[0]), 6)
+    return round(float(a[-1] - a[0]), 6)
+
+
 @dataclass(frozen=True)
 class Acquisition:
     """How measurements are taken: a named ``protocol`` or a custom ``geometry`` (+ ``noise``).
@@ -206,6 +232,8 @@ class Acquisition:
     protocol: str | None = None
     geometry: AnyGeometry | None = None
     noise: bool = False
+    source: str | None = field(default=None, compare=False)
+    """Where the geometry came from (its YAML file), for messages."""
 
     def __post_init__(self) -> None:
         if (self.protocol is None) == (self.geometry is None):
@@ -219,6 +247,30 @@ class Acquisition:
         if self.protocol is not None:
             return self.protocol
         return f"{self.geometry.type}{self._n_views}" + ("+noise" if self.noise else "")
+
+    def describe(self) -> str:
+        """The acquisition in words: ``svct8: 8 parallel views over 180°``."""
+        if self.protocol is not None:
+            protocol = get_protocol(self.protocol)
+            what = f"{protocol.n_views} parallel views over {protocol.arc_deg:g}°"
+            if protocol.limited_angle:
+                what += " (limited angle)"
+        else:
+            kind = {
+                "parallel": "parallel",
+                "fan_flat": "flat-detector fan-beam",
+                "fan_arc": "arc-detector fan-beam",
+                "cone": "cone-beam",
+                "parallel3d": "3D parallel",
+                "cone_vec": "cone-beam (vectors)",
+            }[self.geometry.type]
+            what = f"{self._n_views} {kind} views"
+            arc = _arc_deg(getattr(self.geometry, "angles_deg", ()))
+            if arc is not None:
+                what += f" over {arc:g}°"
+        if self.noise:
+            what += f", Poisson noise (I0 = {PHOTONS:.0e} per bin)".replace("e+0", "e")
+        return f"{self.name}: {what}"
 
     @property
     def _n_views(self) -> int:
@@ -237,17 +289,24 @@ class Acquisition:
         return Protocol(self.name, self._n_views, 360.0, False, self.noise)
 
     def operator(self, shape: Sequence[int]) -> ops.Operator:
-        """The operator for a ``(Z, H, W)`` volume."""
+        """The operator for a ``(Z, H, W)`` volume, once the acquisition passed
+        :func:`~ctblend.acquisition_checks.check_acquisition` for it (one-line DataError)."""
         shape = tuple(int(s) for s in shape)
         if len(shape) != 3:
             raise DataError(f"acquisition {self.name}: volume shape {shape}; expected (Z, H, W)")
-        if self.protocol is not None:
+        if self.protocol is not None:  # a preset: parallel, 2n bins cover an n × n slice
             return get_protocol(self.protocol).operator(shape)
         if self.is_3d:
-            return ops.Operator(self.geometry.volume(shape), self.geometry.projection())
-        size = self.geometry.voxel_size
-        vg = ops.volume(shape, spacing=(1.0, size, size))
-        return ops.Operator(vg, self.geometry.projection())
+            vg = self.geometry.volume(shape)
+        else:
+            vg = ops.volume(shape[1:], spacing=self.geometry.voxel_size)
+        pg = self.geometry.projection()
+        where = f"{self.source or self.name} on a {' × '.join(map(str, shape))} volume"
+        check_acquisition(vg, pg, where, self.geometry.allow_truncation)
+        if not self.is_3d:
+            size = self.geometry.voxel_size
+            vg = ops.volume(shape, spacing=(1.0, size, size))
+        return ops.Operator(vg, pg)
 
     def resolved_geometry(self, shape: Sequence[int]) -> AnyGeometry:
         """The explicit geometry for ``shape`` (a protocol's depends on the slice size)."""
@@ -335,27 +394,47 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _decoded(attrs: h5py.AttributeManager) -> dict[str, Any]:
+    """File attributes as Python values, the JSON-encoded ones (``json_attrs``) decoded."""
+    decoded = {key: _decode(attrs[key]) for key in attrs}
+    for key in json.loads(decoded.pop("json_attrs", "[]")):
+        decoded[key] = json.loads(decoded[key])
+    return decoded
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; expected an HDF5 file written by ctblend")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        first = str(exc).splitlines()[0]
+        raise DataError(f"{path}: cannot read as HDF5 ({first}); expected a complete file") from exc
+
+
+def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """The decoded file attributes of ``path`` (no dataset is read)."""
+    with _open(Path(path)) as f:
+        return _decoded(f.attrs)
+
+
 def read_arrays(
     path: str | os.PathLike, required: Sequence[str] = ()
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """All datasets (by path inside the file) and the decoded file attributes of ``path``."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; expected an HDF5 file written by ctblend")
     try:
-        with h5py.File(path, "r") as f:
+        with _open(path) as f:
             arrays: dict[str, np.ndarray] = {}
             f.visititems(
                 lambda name, obj: (
                     arrays.__setitem__(name, obj[...]) if isinstance(obj, h5py.Dataset) else None
                 )
             )
-            attrs = {key: _decode(f.attrs[key]) for key in f.attrs}
+            attrs = _decoded(f.attrs)
     except OSError as exc:
         first = str(exc).splitlines()[0]
         raise DataError(f"{path}: cannot read as HDF5 ({first}); expected a complete file") from exc
-    for key in json.loads(attrs.pop("json_attrs", "[]")):
-        attrs[key] = json.loads(attrs[key])
     missing = [name for name in required if name not in arrays]
     if missing:
         raise DataError(
@@ -437,6 +516,7 @@ def read_measurements(path: str | os.PathLike) -> Measurements:
     if spacing is None or len(spacing) != 3:
         raise DataError(f"{path}: spacing_mm attribute is {spacing!r}; expected [dz, dy, dx]")
     sinogram = np.asarray(arrays[name], dtype=np.float32)
+    check_finite(sinogram, f"{path}: dataset {name!r}", "line integrals")
     if acquisition.is_3d and sinogram.ndim == 3:
         sinogram = np.ascontiguousarray(sinogram.transpose(1, 0, 2))
     expected = acquisition.operator(shape).range_shape
@@ -449,6 +529,8 @@ def read_measurements(path: str | os.PathLike) -> Measurements:
     truth = arrays.get("truth")
     if truth is not None and tuple(truth.shape) != shape:
         raise DataError(f"{path}: truth has shape {truth.shape}; expected {shape}")
+    if truth is not None:
+        check_finite(np.asarray(truth), f"{path}: dataset 'truth'", "values in [0, 1] units")
     return Measurements(
         sinogram=sinogram,
         acquisition=acquisition,

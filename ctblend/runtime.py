@@ -1,4 +1,5 @@
-"""Where code runs: device selection and a description of the machine (for records and docs)."""
+"""Where code runs: device selection, the memory it can give, and a description of the machine
+(for records and docs)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,41 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the machine can give now (``MemAvailable`` of ``/proc/meminfo``, else the
+    free physical pages); None where neither is known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in binary units: ``74.5 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_memory(nbytes: int, what: str, expected: str = "less") -> None:
+    """A one-line ``ValueError`` when ``what`` needs more than ``available_memory()`` (checked
+    before allocating, instead of the allocator's traceback); ``expected`` says what would fit."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise ValueError(
+            f"{what} needs ~{format_bytes(nbytes)} of memory; this machine has "
+            f"{format_bytes(available)} available; expected {expected}"
+        )
 
 
 def _cpuinfo() -> str:

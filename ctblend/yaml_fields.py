@@ -10,7 +10,14 @@ import numpy as np
 
 from ctblend.io import DataError
 
-__all__ = ["parse_angles", "count", "number", "numbers"]
+__all__ = ["count", "flag", "number", "numbers", "parse_angles"]
+
+
+def flag(source: object, key: str, value: Any) -> bool:
+    """``true`` or ``false``."""
+    if not isinstance(value, bool):
+        raise DataError(f"{source}: {key} is {value!r}; expected true or false")
+    return value
 
 
 def number(source: object, key: str, value: Any, positive: bool = True) -> float:

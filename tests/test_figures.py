@@ -51,9 +51,21 @@ def test_panels_show_the_three_planes_errors_and_z_profile(volumes, tmp_path):
     np.testing.assert_array_equal(lines["noisy"], noisy[:, 7, 11])
     np.testing.assert_array_equal(lines["ground truth"], truth[:, 7, 11])
     psnr = peak_signal_noise_ratio(truth, np.clip(noisy, 0, 1), data_range=1.0)
-    assert f"PSNR {psnr:.2f} dB" in ax[("axial", "noisy")].get_title()
+    assert f"volume PSNR {psnr:.2f} dB" in ax[("axial", "noisy")].get_title()
     assert imread(path).ndim == 3
     assert [p.name for p in path.parent.iterdir()] == ["panels.png"]  # no temporary left
+
+
+def test_panels_say_what_they_show(volumes, tmp_path):
+    """Error rows name their plane; the grey bar gives the units and the window in HU
+    (0.2 → 4095 · 0.2 − 1024 = −205 HU, 0.8 → 2252 HU), the error bar ±0.12 = ±491 HU."""
+    result = plot_panels(volumes, tmp_path / "p.png", window=(0.2, 0.8), slices=(2, 7, 11))
+    for plane, axis, index in (("axial", "z", 2), ("coronal", "y", 7), ("sagittal", "x", 11)):
+        assert result.axes[(plane, "ground truth")].get_ylabel() == f"{plane}\n{axis} = {index}"
+        assert result.axes[(f"{plane} error", "noisy")].get_ylabel() == f"{plane}\nerror"
+    bars = [a.get_ylabel() for a in result.figure.axes if a not in result.axes.values()]
+    assert "(HU + 1024) / 4095; window -205 to 2252 HU" in bars
+    assert "volume − truth ((HU + 1024) / 4095; ±0.12 = ±491 HU)" in bars
 
 
 def test_panels_without_truth_have_no_error_rows(volumes, tmp_path):

@@ -39,6 +39,29 @@ def scale(text: str) -> str | int:
     return int(text) if str(text).isdigit() else text
 
 
+def spacing(text: str) -> tuple[float, float, float]:
+    """``"DZ,DY,DX"`` → three positive voxel sizes in mm."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}; expected three positive numbers DZ,DY,DX in mm, e.g. 3,1.5,1.5"
+        )
+    return values
+
+
+def check_scale(value: str | int) -> int:
+    """``--scale`` as a pixel count (one line for an unknown name), checked before any work."""
+    from ctblend.data.scaling import scale_size
+
+    try:
+        return scale_size(value)
+    except ValueError as exc:
+        raise ValueError(f"--scale {value}: {exc}") from None
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -85,7 +108,7 @@ def acquisition(args: argparse.Namespace, required: bool):
         raise ValueError("--protocol and --geometry both given; expected one of them")
     if args.geometry:
         geometry, noise = geometry_from_yaml(args.geometry)
-        return Acquisition(geometry=geometry, noise=noise or args.noise)
+        return Acquisition(geometry=geometry, noise=noise or args.noise, source=args.geometry)
     if args.protocol or required:
         name = args.protocol or "svct8"
         if args.noise and not name.endswith("+noise"):
@@ -108,10 +131,16 @@ def check_output(path: Path, suffixes: tuple[str, ...] = HDF5_SUFFIXES) -> Path:
     return path
 
 
+def about(path: Path, exc: BaseException) -> str:
+    """One line on ``exc`` that names ``path`` once (messages often start with it already)."""
+    text = one_line(exc)
+    return text if text.startswith(str(path)) else f"{path}: {text}"
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as one line of text."""
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, FileNotFoundError) and exc.filename and exc.strerror:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}"
     return " ".join(text.split())
 
@@ -165,6 +194,12 @@ def add_acquisition(parser: argparse.ArgumentParser, default: str | None) -> Non
         help="in-plane size: cpu128 (default), paper256 or a number of pixels",
     )
     group.add_argument("--slices", type=slice_range, metavar="A:B", help="use slices A … B-1")
+    group.add_argument(
+        "--spacing",
+        type=spacing,
+        metavar="DZ,DY,DX",
+        help="voxel size in mm of inputs that do not record it (.npy, .npz without spacing_mm)",
+    )
     group.add_argument(
         "--phantom-slices",
         type=positive_int,

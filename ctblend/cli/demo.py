@@ -65,17 +65,27 @@ def add_arguments(p) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctblend.io.output import check_writable
+    from ctblend.io.output import check_writable, single_writer
 
     if args.volume and args.phantom:
         raise ValueError(f"--volume {args.volume} and --phantom both given; expected one")
     if args.volume and not Path(args.volume).exists():
         raise FileNotFoundError(f"--volume {args.volume}: no such file or folder")
     check_writable(args.out)
-    from ctblend.demo import DEMO_METHODS, run_demo
+    from ctblend.demo import DEMO_METHODS
 
     methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else DEMO_METHODS
     start = time.perf_counter()
+    with single_writer(args.out):
+        _run(args, methods)
+    print(f"demo finished in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _run(args: argparse.Namespace, methods: tuple[str, ...]) -> None:
+    """``run_demo`` with the options of ``args``."""
+    from ctblend.demo import run_demo
+
     run_demo(
         args.volume,
         args.out,
@@ -93,5 +103,3 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         progress=common.progress(args),
     )
-    print(f"demo finished in {time.perf_counter() - start:.1f} s")
-    return 0

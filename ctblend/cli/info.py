@@ -68,6 +68,7 @@ def _info() -> dict[str, Any]:
         "gpus": gpus,
         "backends": {
             "torch_sparse": "CPU" + (" + CUDA" if gpus else ""),
+            "joseph": "CPU" + (" + CUDA" if gpus else ""),
             "astra": astra,
             "raymarch": "CPU" + (" + CUDA" if gpus else ""),
         },
@@ -115,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"GPU: {gpu}{cuda}; torch CPU threads: {info['torch_threads']}")
     backends = info["backends"]
     print(
-        f"operator backends: torch_sparse ({backends['torch_sparse']}), "
-        f"astra ({backends['astra'] or 'not installed'}), raymarch ({backends['raymarch']})"
+        "operator backends: "
+        + ", ".join(f"{name} ({where or 'not installed'})" for name, where in backends.items())
     )
     priors = info["shipped_priors"]
     for name, p in priors.items():

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _run_delegated(argv[0], argv[1:])
             args = _parse(build_parser(), argv)
             return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: missing files, outputs the system refuses
         print(f"ctblend: error: {common.one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ inputs ``rank, rank + N, …`` (no process group is needed); existing outputs ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -44,7 +45,12 @@ def add_arguments(p) -> None:
         help="fbp (default; FDK on a circular cone beam), fdk, fbp-unet (2D), sirt, tv, dds, "
         "dds2d, diffusionblend, diffusionblend++",
     )
-    p.add_argument("--prior", metavar="PATH", help="checkpoint folder or shipped prior name")
+    p.add_argument(
+        "--prior",
+        metavar="PATH",
+        help="checkpoint folder or shipped network name (default: the shipped DiffusionBlend++ "
+        "prior; for fbp-unet the shipped network of the protocol)",
+    )
     p.add_argument("--nfe", type=common.positive_int, help="diffusion steps (default 200; dds 100)")
     common.add_precision(p)
     p.add_argument("--overwrite", action="store_true", help="recompute existing outputs")
@@ -114,14 +120,29 @@ def _jobs(paths: list[str], method: str, args: argparse.Namespace) -> list[tuple
     return [(source, common.check_output(Path(args.out or f"{volume_stem(source)}_{method}.h5")))]
 
 
+def _network_target(jobs: list[tuple[Path, Path]], kinds: dict, args, acquisition):
+    """(protocol, slice size) the network must fit: of the acquisition, else of the first
+    measurement file."""
+    from ctblend.data.scaling import scale_size
+    from ctblend.pipeline.recon import recorded_acquisition
+
+    if acquisition is not None:
+        return acquisition.protocol, scale_size(args.scale)
+    first = next((source for source, _ in jobs if kinds[source] is None), None)
+    return recorded_acquisition(first) if first is not None else (None, scale_size(args.scale))
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
+
+    from ctblend.io.output import single_writer
 
     paths, overrides = common.split_items(args.items)
     method = args.method
     jobs = _jobs(paths, method, args)
     acquisition = common.acquisition(args, required=False)
     config = _method_config(method, {**(args.options or {}), **overrides}, args)
+    common.check_scale(args.scale)
     from ctblend.pipeline.recon import ReconInput, input_kind, load_case, reconstruct_file
     from ctblend.pipeline.weights import load_network
     from ctblend.runtime import resolve_device
@@ -147,35 +168,46 @@ def run(args: argparse.Namespace) -> int:
     if not mine:
         print(f"{tag}nothing to do ({len(jobs)} inputs for {world} processes)")
         return 0
-    device = resolve_device(args.device)
-    prior, prior_path = load_network(method, args.prior, device, args.precision)
-    how = ReconInput(acquisition, args.scale, args.slices, args.phantom_slices, args.seed or 0)
-    failures = 0
-    show = common.progress(args)
-    for source, out in tqdm(mine, desc="volumes", disable=not show or len(mine) < 2):
-        if out.exists() and not args.overwrite:
-            tqdm.write(f"{tag}skip {out} (exists; --overwrite recomputes it)")
-            continue
-        out.parent.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        try:
-            if isinstance(kinds[source], ValueError):
-                raise kinds[source]
-            case = load_case(source, kinds[source] is None, how, device)
-            metrics = reconstruct_file(
-                source, case, out, method, config, prior, prior_path,
-                seed=how.seed, device=device, progress=show,
-            )  # fmt: skip
-        except (ValueError, FileNotFoundError) as exc:
-            if len(jobs) == 1:
-                raise
-            failures += 1
-            tqdm.write(f"ctblend: error: {source}: {common.one_line(exc)}", file=sys.stderr)
-            continue
-        score = ""
-        if metrics:
-            score = f", axial PSNR {metrics['axial_psnr']:.2f} dB, SSIM {metrics['axial_ssim']:.3f}"
-        tqdm.write(f"{tag}wrote {out} ({time.perf_counter() - start:.1f} s{score})")
+    with contextlib.ExitStack() as held:
+        if len(jobs) == 1:  # a second writer of this output fails here, before any loading
+            held.enter_context(single_writer(mine[0][1]))
+        device = resolve_device(args.device)
+        protocol, size = _network_target(mine, kinds, args, acquisition)
+        prior, prior_path = load_network(
+            method, args.prior, device, args.precision, protocol=protocol, size=size
+        )
+        how = ReconInput(
+            acquisition, args.scale, args.slices, args.phantom_slices, args.seed or 0, args.spacing
+        )
+        failures = 0
+        show = common.progress(args)
+        for source, out in tqdm(mine, desc="volumes", disable=not show or len(mine) < 2):
+            start = time.perf_counter()
+            try:
+                with single_writer(out) if len(jobs) > 1 else contextlib.nullcontext():
+                    if out.exists() and not args.overwrite:
+                        tqdm.write(f"{tag}skip {out} (exists; --overwrite recomputes it)")
+                        continue
+                    if isinstance(kinds[source], ValueError):
+                        raise kinds[source]
+                    case = load_case(source, kinds[source] is None, how, device)
+                    metrics = reconstruct_file(
+                        source, case, out, method, config, prior, prior_path,
+                        seed=how.seed, device=device, progress=show,
+                    )  # fmt: skip
+            except (ValueError, FileNotFoundError) as exc:
+                if len(jobs) == 1:
+                    raise
+                failures += 1
+                tqdm.write(f"ctblend: error: {common.about(source, exc)}", file=sys.stderr)
+                continue
+            score = ""
+            if metrics:
+                score = (
+                    f", axial PSNR {metrics['axial_psnr']:.2f} dB, SSIM "
+                    f"{metrics['axial_ssim']:.3f}, volume PSNR {metrics['volume_psnr']:.2f} dB"
+                )
+            tqdm.write(f"{tag}wrote {out} ({time.perf_counter() - start:.1f} s{score})")
     if failures:
         raise ValueError(f"{tag}{failures} of {len(mine)} inputs failed (see the lines above)")
     return 0

@@ -52,17 +52,8 @@ class _CountingPrior:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from ctblend.data.scaling import unit_to_hu
-    from ctblend.figures import plot_panels
-    from ctblend.geometry_config import write_arrays
-    from ctblend.io.output import removed_on_error
-    from ctblend.pipeline.volumes import DEFAULT_WINDOW_HU, hu_window
+    from ctblend.io.output import single_writer
     from ctblend.pipeline.weights import resolve_prior, shipped_prior
-    from ctblend.priors.base import precision_options
-    from ctblend.priors.loading import load_prior, read_spec
-    from ctblend.priors.unconditional import sample_unconditional
     from ctblend.runtime import resolve_device
 
     if args.prior:
@@ -73,7 +64,24 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("no shipped prior is installed: pass --prior CHECKPOINT")
     out = common.check_output(Path(args.out))
     device = resolve_device(args.device)
-    prior = load_prior(path, device=device, **precision_options(args.precision, device))
+    with single_writer(out):
+        _sample(args, path, out, device)
+    return 0
+
+
+def _sample(args: argparse.Namespace, path: Path, out: Path, device) -> None:
+    """Draw the sample of ``args`` from the prior at ``path``; write ``out`` and its PNG."""
+    from tqdm.auto import tqdm
+
+    from ctblend.data.scaling import unit_to_hu
+    from ctblend.figures import plot_panels
+    from ctblend.geometry_config import write_arrays
+    from ctblend.io.output import removed_on_error
+    from ctblend.pipeline.volumes import DEFAULT_WINDOW_HU, hu_window
+    from ctblend.priors.loading import load_prior, read_spec
+    from ctblend.priors.unconditional import sample_unconditional
+
+    prior = load_prior(path, device=device, precision=args.precision)
     spec = read_spec(path)
     shape = (args.n_slices, prior.image_size, prior.image_size)
     seed = args.seed or 0
@@ -102,4 +110,3 @@ def run(args: argparse.Namespace) -> int:
         )
         write_arrays(out, {"hu": unit_to_hu(volume).numpy()}, spacing_mm=spacing, attrs=attrs)
     print(f"wrote {out} (HU volume {shape[0]}×{shape[1]}×{shape[2]}) and {png}")
-    return 0

@@ -28,18 +28,30 @@ def add_arguments(p) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.volume != "phantom" and not Path(args.volume).exists():
         raise FileNotFoundError(f"{args.volume}: no such file or folder")
-    from ctblend.figures import plot_sinogram
-    from ctblend.geometry_config import write_measurements
-    from ctblend.io.output import removed_on_error
+    from ctblend.io.output import single_writer
     from ctblend.io.volume import volume_stem
-    from ctblend.pipeline.run import UNITS, simulate_case
-    from ctblend.pipeline.volumes import volume_input
 
     acquisition = common.acquisition(args, required=True)
     default = "phantom" if args.volume == "phantom" else volume_stem(args.volume)
     out = common.check_output(Path(args.out or f"{default}_{acquisition.name}.h5"))
+    common.check_scale(args.scale)
     seed = args.seed or 0
-    vol = volume_input(args.volume, args.scale, args.slices, args.phantom_slices, seed)
+    with single_writer(out):
+        _simulate(args, acquisition, out, seed)
+    return 0
+
+
+def _simulate(args: argparse.Namespace, acquisition, out: Path, seed: int) -> None:
+    """Measure the volume of ``args`` and write ``out`` and its PNG."""
+    from ctblend.figures import plot_sinogram
+    from ctblend.geometry_config import write_measurements
+    from ctblend.io.output import removed_on_error
+    from ctblend.pipeline.run import UNITS, simulate_case
+    from ctblend.pipeline.volumes import volume_input
+
+    vol = volume_input(
+        args.volume, args.scale, args.slices, args.phantom_slices, seed, spacing_mm=args.spacing
+    )
     case = simulate_case(vol, acquisition, seed)
     attrs = {
         "source": vol.source,
@@ -50,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     }
     png = out.with_suffix(".png")
     with removed_on_error(png, out):
-        plot_sinogram(case.y, png, title=f"{vol.source} — {acquisition.name}")
+        plot_sinogram(case.y, png, title=f"{vol.source} — {acquisition.describe()}")
         write_measurements(
             out,
             case.y,
@@ -63,4 +75,3 @@ def run(args: argparse.Namespace) -> int:
     shape = case.y.transpose(0, 1).shape if acquisition.is_3d else case.y.shape
     what = "projections" if acquisition.is_3d else "sinogram"
     print(f"wrote {out} ({what} {'×'.join(map(str, shape))}, {acquisition.name}) and {png}")
-    return 0

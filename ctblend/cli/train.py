@@ -86,6 +86,7 @@ def _limit_steps(phases, steps: int) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ctblend.io.output import check_writable
     from ctblend.training import load_config, train
     from ctblend.training.data import training_datasets, training_files
 
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unexpected arguments {paths}; overrides look like KEY=VALUE")
     if not data:
         raise ValueError("--data: no volumes given; expected HDF5 files or one folder")
+    check_writable(args.out)
     config = load_config(args.config)
     if args.kind:
         config = _with_overrides(config, {"kind": args.kind})

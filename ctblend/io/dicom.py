@@ -271,6 +271,19 @@ def _dicom_slice_hu(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, bool
     return hu.astype(np.float32), slope.is_integer() and intercept.is_integer()
 
 
+def dicom_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable DICOM image (not DICOM, truncated, undecodable pixels), or
+    None when it is one."""
+    ds = _read_dicom_header(path)
+    if ds is None:
+        return f"not a DICOM image, {path.stat().st_size} bytes"
+    try:
+        _dicom_slice_hu(path, (int(ds.Rows), int(ds.get("Columns", 0) or 0)))
+    except DataError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    return None
+
+
 def write_dicom_series(
     folder: str | os.PathLike,
     hu: np.ndarray,

@@ -132,7 +132,7 @@ def resolve_spacing(path: Path, from_file: Any, given: Sequence[float] | None) -
         if given is None:
             raise DataError(
                 f"{path}: no voxel spacing in the file; expected spacing_mm=(dz, dy, dx) "
-                "from the caller"
+                "from the caller (--spacing DZ,DY,DX on the command line)"
             )
         return check_spacing(given, path)
     file_spacing = check_spacing(from_file, path)

@@ -1,8 +1,10 @@
-"""Output files: a write check before the work, and atomic writes with the usual permissions."""
+"""Output files: a write check before the work, one writer per output, and atomic writes with
+the usual permissions."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -39,6 +41,61 @@ def check_writable(folder: str | os.PathLike, what: str = "--out") -> Path:
             "expected a writable folder"
         ) from None
     return folder
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _lock(lock: Path) -> int | None:
+    """A descriptor holding the exclusive ``flock`` of the file ``lock`` (made if missing), or
+    None when another process holds it."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, default_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:  # the holder before us may have removed the file after we opened it: retry
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def single_writer(path: str | os.PathLike, what: str = "--out") -> Iterator[None]:
+    """Hold the output ``path`` (a file or folder) for this process during the block: a second
+    process asking for it meanwhile gets one DataError line at once. The lock is the hidden file
+    ``.<name>.lock`` beside ``path``; folders made for it are removed again when the block fails
+    and leaves them empty."""
+    path = Path(path)
+    made = _missing_folders(path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    fd = _lock(lock)
+    if fd is None:
+        raise DataError(
+            f"{what} {path}: another process is writing it now (it holds {lock}); expected one "
+            "writer per output (wait for it to finish, or choose another output)"
+        )
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+        for folder in made if failed else ():
+            with contextlib.suppress(OSError):  # not empty: something else is in it
+                folder.rmdir()
 
 
 @contextlib.contextmanager

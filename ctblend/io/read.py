@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ctblend.io.dicom import read_dicom_series
+from ctblend.io.dicom import dicom_file_problem, read_dicom_series
 from ctblend.io.hdf5 import read_hdf5, resolve_spacing
 from ctblend.io.nifti import read_nifti
 from ctblend.io.npy import read_numpy
@@ -39,6 +39,9 @@ def read_volume(path: str | os.PathLike, spacing_mm: Sequence[float] | None = No
     if name.endswith(NUMPY_SUFFIXES):
         return read_numpy(path, spacing_mm=spacing_mm)
     if name.endswith(".dcm"):
+        problem = dicom_file_problem(path)
+        if problem is not None:
+            raise DataError(f"{path}: a broken DICOM file ({problem}); expected a DICOM image")
         raise DataError(
             f"{path}: a single DICOM file; expected the folder holding the whole series"
         )

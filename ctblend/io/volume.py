@@ -59,12 +59,26 @@ class CTVolume:
             raise DataError(f"{source}: volume has shape {shape}; expected a 3-D array (Z, H, W)")
         if hu.dtype not in (np.int16, np.float32):
             raise DataError(f"{source}: volume dtype is {hu.dtype}; expected int16 or float32")
+        check_finite(hu, source, "HU")
         object.__setattr__(self, "spacing_mm", check_spacing(self.spacing_mm, source))
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(Z, H, W)``."""
         return tuple(self.hu.shape)
+
+
+def check_finite(array: np.ndarray, source: object, what: str) -> None:
+    """One-line DataError when ``array`` holds NaN or inf (``what``: the values, e.g. "HU")."""
+    if array.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(
+            f"{source}: {int(bad.sum())} of {array.size} values are NaN or inf (the first at "
+            f"index {first}); expected finite {what}"
+        )
 
 
 def check_spacing(spacing: Any, source: object) -> tuple[float, float, float]:

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctblend.geometry_config import PROJECTIONS, Acquisition, read_measurements
+import operators as ops
+from ctblend.geometry_config import PROJECTIONS, Acquisition, read_attrs, read_measurements
 from ctblend.io.hdf5 import open_hdf5
 from ctblend.io.output import removed_on_error
 from ctblend.io.volume import HDF5_SUFFIXES
@@ -21,7 +22,15 @@ from .configs import MethodConfig
 from .run import Case, measured_case, plot_case, run_method, simulate_case, write_case
 from .volumes import volume_input
 
-__all__ = ["ReconInput", "input_kind", "load_case", "reconstruct_file"]
+__all__ = ["ReconInput", "input_kind", "load_case", "reconstruct_file", "recorded_acquisition"]
+
+
+def reference_method(A: ops.Operator) -> str | None:
+    """The analytic reconstruction shown beside a method: ``fdk`` for a circular cone beam,
+    ``fbp`` in 2D, None for other 3D geometries (none applies)."""
+    if isinstance(A.proj_geom, ops.ConeGeometry):
+        return "fdk"
+    return "fbp" if A.proj_geom.ndim == 2 else None
 
 
 def input_kind(path: Path) -> str | None:
@@ -46,16 +55,27 @@ def input_kind(path: Path) -> str | None:
     )
 
 
+def recorded_acquisition(path: Path) -> tuple[str | None, int]:
+    """(protocol name or None, slice size W) recorded in a measurement file's attributes."""
+    attrs = read_attrs(path)
+    shape = attrs.get("volume_shape")
+    if not (isinstance(shape, list) and len(shape) == 3):
+        raise ValueError(f"{path}: volume_shape attribute is {shape!r}; expected [Z, H, W]")
+    return attrs.get("protocol") or None, int(shape[-1])
+
+
 @dataclass(frozen=True)
 class ReconInput:
     """How volume inputs become measurements: the acquisition (None: inputs must be measurement
-    files), the in-plane scale, the z range, the phantom's slice count and the seed."""
+    files), the in-plane scale, the z range, the phantom's slice count, the seed and the voxel
+    size of inputs that do not record one."""
 
     acquisition: Acquisition | None
     scale: str | int = "cpu128"
     slices: tuple[int, int] | None = None
     phantom_slices: int = 36
     seed: int = 0
+    spacing_mm: tuple[float, float, float] | None = None
 
 
 def load_case(source: Path, is_measurements: bool, how: ReconInput, device) -> Case:
@@ -66,7 +86,9 @@ def load_case(source: Path, is_measurements: bool, how: ReconInput, device) -> C
                 f"{source} already holds measurements; drop --protocol/--geometry/--noise"
             )
         return measured_case(read_measurements(source), source, device)
-    vol = volume_input(source, how.scale, how.slices, how.phantom_slices, how.seed)
+    vol = volume_input(
+        source, how.scale, how.slices, how.phantom_slices, how.seed, spacing_mm=how.spacing_mm
+    )
     case = simulate_case(vol, how.acquisition, how.seed)  # on the CPU; y then to the device
     return dataclasses.replace(case, y=case.y.to(device))
 
@@ -95,8 +117,12 @@ def reconstruct_file(
         )
     label = f"{source.name} {method}" if progress else None
     result = run_method(case, method, prior, config, progress=label)
-    panels = {} if method == "fbp" else {"fbp": run_method(case, "fbp").x}
-    panels[method] = result.x
+    reference = reference_method(case.A)
+    panels = {}
+    if reference is not None and method not in ("fbp", reference):
+        panels[reference] = run_method(case, reference).x
+    key = "fdk" if method == "fbp" and reference == "fdk" else method
+    panels[key] = result.x
     record = result.record
     attrs = {
         "kind": "ctblend-recon",
@@ -117,7 +143,7 @@ def reconstruct_file(
     }
     png = out.with_suffix(".png")
     with removed_on_error(png, out):
-        psnr = {method: result.scores["volume_psnr"]} if result.scores else None
-        plot_case(case, panels, png, f"{source.name} — {acq.name} — {method}", psnr)
+        psnr = {key: result.scores["volume_psnr"]} if result.scores else None
+        plot_case(case, panels, png, f"{source.name} — {acq.describe()} — {method}", psnr)
         write_case(out, case, {"recon": np.asarray(result.x)}, attrs)
     return result.scores or {}

@@ -16,6 +16,7 @@ import numpy as np
 from ctblend.data.phantom import ct_phantom, phantom_spacing_mm
 from ctblend.data.scaling import HU_MIN, HU_RANGE, hu_to_unit, scale_size, to_scale
 from ctblend.io import DataError, read_volume
+from ctblend.runtime import check_memory
 
 __all__ = [
     "DEFAULT_WINDOW_HU",
@@ -28,6 +29,10 @@ __all__ = [
 
 #: The display window of reconstructions (lung to soft tissue), HU.
 DEFAULT_WINDOW_HU = (-1000.0, 600.0)
+#: Peak memory of bringing a volume to a scale (``to_scale``'s float64 resize) and of building
+#: the phantom, in float32 volumes of the result (measured with tracemalloc: 8.9 and 6.9).
+SCALE_PEAK_VOLUMES = 9
+PHANTOM_PEAK_VOLUMES = 7
 
 
 def hu_window(low: float, high: float) -> tuple[float, float]:
@@ -59,6 +64,16 @@ def _z_range(z: int, source: object, slices: tuple[int, int] | None, n_central: 
     return 0, z
 
 
+def _check_size(shape: tuple[int, int, int], volumes: int, source: object) -> None:
+    """Refuse, in one line, a volume of ``shape`` whose making needs more memory than is free."""
+    z, h, w = shape
+    check_memory(
+        volumes * 4 * z * h * w,
+        f"{source}: a {z} × {h} × {w} volume",
+        "a smaller --scale or fewer --slices",
+    )
+
+
 def phantom_input(
     n_slices: int,
     size: int | str = 128,
@@ -69,6 +84,7 @@ def phantom_input(
     optionally cut to slices ``[a, b)`` (its spacing stays that of the whole phantom)."""
     shape = (int(n_slices), scale_size(size), scale_size(size))
     a, b = _z_range(shape[0], "phantom", slices, None)
+    _check_size(shape, PHANTOM_PEAK_VOLUMES, "phantom")
     x = np.ascontiguousarray(ct_phantom(shape, seed=seed)[a:b])
     return VolumeInput(x, phantom_spacing_mm(shape), f"phantom(seed={seed})", (a, b))
 
@@ -87,6 +103,7 @@ def load_volume(
     a, b = _z_range(volume.shape[0], path, slices, n_central)
     hu = volume.hu[a:b]
     target = scale_size(size)
+    _check_size((b - a, target, target), SCALE_PEAK_VOLUMES, path)
     x = np.ascontiguousarray(to_scale(hu_to_unit(hu), target), dtype=np.float32)
     dz, dy, dx = volume.spacing_mm
     spacing = (float(dz), float(dy * hu.shape[1] / target), float(dx * hu.shape[2] / target))
@@ -99,8 +116,12 @@ def volume_input(
     slices: tuple[int, int] | None = None,
     phantom_slices: int = 36,
     seed: int = 0,
+    spacing_mm: tuple[float, float, float] | None = None,
 ) -> VolumeInput:
-    """``phantom`` (``phantom_slices`` slices of the phantom of ``seed``) or a volume path."""
+    """``phantom`` (``phantom_slices`` slices of the phantom of ``seed``) or a volume path
+    (``spacing_mm`` for a file without one, e.g. ``.npy``)."""
     if str(spec) == "phantom" and not Path(spec).exists():
+        if spacing_mm is not None:
+            raise DataError("phantom: --spacing given; the phantom has its own spacing")
         return phantom_input(phantom_slices, size, seed, slices)
-    return load_volume(spec, size, slices)
+    return load_volume(spec, size, slices, spacing_mm=spacing_mm)

@@ -6,10 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ctblend.priors.loading import resolve_name, shipped_folder, weights_dir
+
 __all__ = [
     "SHIPPED_PRIOR",
     "load_network",
     "resolve_prior",
+    "shipped_fbp_unet",
     "shipped_name",
     "shipped_prior",
     "weights_dir",
@@ -19,11 +22,6 @@ __all__ = [
 SHIPPED_PRIOR = "blendpp_cpu128"
 #: Folder base name (``<base>_<scale>``) of the shipped prior of each kind.
 SHIPPED_BASE = {"blend++": "blendpp", "blend": "blend", "slice2d": "slice2d"}
-
-
-def weights_dir() -> Path:
-    """The folder of shipped networks (``ctblend/weights``)."""
-    return Path(__file__).resolve().parent.parent / "weights"
 
 
 def shipped_name(kind: str, scale: str, protocol: str | None = None) -> str:
@@ -36,40 +34,51 @@ def shipped_name(kind: str, scale: str, protocol: str | None = None) -> str:
 
 def shipped_prior(name: str = SHIPPED_PRIOR) -> Path | None:
     """The shipped folder ``ctblend/weights/<name>`` if it is installed, else None."""
-    folder = weights_dir() / name
-    return folder if (folder / "config.json").is_file() else None
+    return shipped_folder(name)
+
+
+def shipped_fbp_unet(protocol: str | None, size: int) -> Path | None:
+    """The shipped FBP-UNet folder for ``protocol`` at ``size``² (``fbpunet_cpu128_svct8``), or
+    None when none is shipped for them."""
+    from ctblend.data.scaling import SCALES
+
+    if protocol is None:
+        return None
+    scale = next((name for name, n in SCALES.items() if n == size), str(size))
+    return shipped_prior(shipped_name("fbp-unet", scale, protocol))
 
 
 def resolve_prior(path_or_name: str | os.PathLike) -> Path:
-    """A checkpoint path as given, or the shipped prior of that name when no such path exists."""
-    path = Path(path_or_name)
-    if not path.exists():
-        shipped = shipped_prior(str(path_or_name)) if len(path.parts) == 1 else None
-        if shipped is None:
-            raise FileNotFoundError(
-                f"{path}: no such checkpoint folder (and no shipped prior of that name in "
-                f"{weights_dir()})"
-            )
-        return shipped
-    return path
+    """A checkpoint path as given, or the shipped network of that name when no such path
+    exists (a one-line error naming the shipped ones when neither)."""
+    return resolve_name(path_or_name)
 
 
 def load_network(
-    method: str, prior: str | os.PathLike | None, device: Any, precision: str = "auto"
+    method: str,
+    prior: str | os.PathLike | None,
+    device: Any,
+    precision: str = "auto",
+    *,
+    protocol: str | None = None,
+    size: int = 128,
 ) -> tuple[Any, Path | None]:
     """(network, its folder) that ``method`` needs — (None, None) for one without: ``prior`` (a
-    folder or a shipped name), else for ``diffusionblend++`` the shipped prior. A missing,
-    mismatched or unreadable network is a one-line error."""
+    folder or a shipped name), else the shipped network: for ``fbp-unet`` the one of
+    ``protocol`` at ``size``² (as the demo picks it), for ``diffusionblend++`` the shipped prior.
+    A missing, mismatched or unreadable network is a one-line error."""
     from ctblend.pipeline.methods import PRIOR_OF_METHOD
-    from ctblend.priors.base import precision_options
     from ctblend.priors.loading import load_prior
 
     if method == "fbp-unet":
         from ctblend.baselines.fbp_unet import FBPUNet
 
-        if not prior:
-            raise ValueError("method 'fbp-unet' needs --prior FOLDER (an FBP-UNet network)")
-        path = resolve_prior(prior)
+        path = resolve_prior(prior) if prior else shipped_fbp_unet(protocol, size)
+        if path is None:
+            raise ValueError(
+                f"method 'fbp-unet': no FBP-UNet is shipped for {protocol or 'this acquisition'} "
+                f"at {size}²; expected --prior FOLDER (train one with `ctblend train-fbp-unet`)"
+            )
         return FBPUNet.load(path, device=device), path
     if method not in PRIOR_OF_METHOD:
         return None, None
@@ -82,5 +91,4 @@ def load_network(
             f"method {method!r} needs a trained {PRIOR_OF_METHOD[method]!r} prior: pass "
             "--prior CHECKPOINT (no shipped prior is installed for it)"
         )
-    options = precision_options(precision, device)
-    return load_prior(path, kind=PRIOR_OF_METHOD[method], device=device, **options), path
+    return load_prior(path, PRIOR_OF_METHOD[method], device=device, precision=precision), path

@@ -3,7 +3,8 @@
 A prior folder holds the (EMA) weights and a JSON record of everything needed to rebuild
 and use the network: prior kind, UNet config, diffusion schedule, image size, data scaling,
 the command that trained it, steps and wall time. A training run folder (with a ``latest``
-file naming its newest checkpoint) is accepted wherever a prior folder is.
+file naming its newest checkpoint) is accepted wherever a prior folder is, and so is the name of a
+network shipped in ``ctblend/weights/`` (``blendpp_cpu128``) from any working directory.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ctblend.data.scaling import HU_MAX, HU_MIN
 from ctblend.diffusion import VPSchedule
 from ctblend.io.output import atomic_path, default_mode
 from ctblend.models.unet import KIND_CHANNELS, UNet, UNetConfig
-from ctblend.priors.base import PRIOR_KINDS, InferenceOptions, VolumePrior
+from ctblend.priors.base import PRIOR_KINDS, InferenceOptions, VolumePrior, precision_options
 from ctblend.priors.blend import BlendPrior
 from ctblend.priors.blendpp import BlendPPPrior
 from ctblend.priors.partitions import PartitionPolicy
@@ -40,14 +42,24 @@ class CheckpointError(ValueError):
 @dataclass(frozen=True)
 class DataScaling:
     """HU → network space: x = (clip(HU, hu_min, hu_max) − hu_min) / (hu_max − hu_min) ∈ [0, 1],
-    network input 2x − 1 ∈ [−1, 1]."""
+    network input 2x − 1 ∈ [−1, 1].
 
-    hu_min: float = -1024.0
-    hu_max: float = 3071.0
+    A record, not an option: the datasets (``ctblend.data.scaling``), the trainer and the sampler
+    implement exactly the protocol's scaling, so any other value is refused (a checkpoint never
+    records a scaling it did not use)."""
+
+    hu_min: float = float(HU_MIN)
+    hu_max: float = float(HU_MAX)
     network_range: tuple[float, float] = (-1.0, 1.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "network_range", tuple(float(v) for v in self.network_range))
+        if (self.hu_min, self.hu_max, self.network_range) != (HU_MIN, HU_MAX, (-1.0, 1.0)):
+            raise ValueError(
+                f"data_scaling hu_min={self.hu_min}, hu_max={self.hu_max}, network_range="
+                f"{list(self.network_range)}: ctblend implements only the protocol's scaling "
+                f"(HU [{HU_MIN}, {HU_MAX}] → [0, 1] → network [-1, 1])"
+            )
 
 
 @dataclass(frozen=True)
@@ -125,10 +137,47 @@ def save_prior(folder: str | Path, spec: PriorSpec, state_dict: dict[str, torch.
     return folder
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The prior folder for ``path``: a prior folder, its ``weights.safetensors``, or a run folder
-    (through its ``latest`` file). Anything else — a pickle above all — is a CheckpointError."""
+def weights_dir() -> Path:
+    """The folder of the networks shipped with ctblend (``ctblend/weights``)."""
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
+def shipped_folder(name: str | Path) -> Path | None:
+    """``ctblend/weights/<name>`` for the bare name of an installed network, else None."""
+    if len(Path(name).parts) != 1:
+        return None
+    folder = weights_dir() / str(name)
+    return folder if (folder / CONFIG_FILE).is_file() else None
+
+
+def resolve_name(path: str | Path) -> Path:
+    """``path`` as given when it exists, else the shipped network of that name; neither is a
+    CheckpointError naming the shipped names."""
     path = Path(path)
+    if path.exists():
+        return path
+    shipped = shipped_folder(path)
+    if shipped is None:
+        names = sorted(p.parent.name for p in weights_dir().glob(f"*/{CONFIG_FILE}"))
+        raise CheckpointError(
+            f"{path}: no such checkpoint folder, and no shipped network of that name "
+            f"(shipped: {', '.join(names) or 'none'})"
+        )
+    return shipped
+
+
+def _fbp_unet_record(data: dict) -> str | None:
+    """A description of an FBP-UNet network record (its ``config.json``), else None."""
+    if data.get("kind") == "fbp-unet":
+        return f"an FBP-UNet network (for protocol {data.get('protocol')})"
+    return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The prior folder for ``path``: a prior folder, its ``weights.safetensors``, a run folder
+    (through its ``latest`` file) or a shipped name. Anything else — a pickle above all — is a
+    CheckpointError."""
+    path = resolve_name(path)
     if path.is_file():
         if path.name == WEIGHTS_FILE:
             path = path.parent
@@ -155,6 +204,14 @@ def read_spec(path: str | Path) -> PriorSpec:
         data = json.loads((folder / CONFIG_FILE).read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{folder / CONFIG_FILE}: invalid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{folder / CONFIG_FILE}: expected a JSON object (a prior record)")
+    other = _fbp_unet_record(data)
+    if other is not None:
+        raise CheckpointError(
+            f"{folder}: {other}, not a diffusion prior; expected a prior folder "
+            "(kind blend++, blend or slice2d)"
+        )
     try:
         return PriorSpec.from_dict(data)
     except ValueError as exc:
@@ -223,13 +280,23 @@ def load_prior(
     image_size: int | None = None,
     device: str | torch.device = "cpu",
     policy: PartitionPolicy | None = None,
-    **inference_options,
+    *,
+    group_batch: int | str = "auto",
+    precision: str = "auto",
+    channels_last: bool | None = None,
 ) -> VolumePrior:
-    """Load a VolumePrior from a checkpoint folder (or run folder).
+    """Load a VolumePrior from a checkpoint folder, a run folder or a shipped name
+    (``"blendpp_cpu128"``, from any directory).
 
     kind / image_size: what the caller expects; a mismatch is a CheckpointError.
-    inference_options: fields of InferenceOptions (group_batch, precision, channels_last).
+    precision: "auto" (bf16 where ``device`` computes it natively, else fp32; what the CLI
+    runs), "fp32" or "bf16" (see :func:`ctblend.priors.base.precision_options`);
+    channels_last: None follows the precision (on for bf16 on a CPU); group_batch: network
+    inputs per forward pass.
     """
+    options = precision_options(precision, device)
+    if channels_last is not None:
+        options["channels_last"] = channels_last
     spec = read_spec(path)
     if kind is not None and kind != spec.kind:
         raise CheckpointError(
@@ -241,4 +308,4 @@ def load_prior(
             f"but {image_size}×{image_size} was requested"
         )
     model, spec = load_model(path, device)
-    return build_prior(model, spec, policy, InferenceOptions(**inference_options))
+    return build_prior(model, spec, policy, InferenceOptions(group_batch, **options))
