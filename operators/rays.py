@@ -59,6 +59,21 @@ def rays_2d(pg: ProjectionGeometry) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"{type(pg).__name__} is not a 2D projection geometry")
 
 
+def _pixel_rays(
+    vec: torch.Tensor, du: torch.Tensor, dv: torch.Tensor, cone: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(origin, direction)`` ``(..., 3)`` through the detector pixels at offsets ``du``/``dv``
+    (in pixels from the centre) of views with ASTRA vectors ``vec`` ``(..., 12)``, all
+    broadcast together; directions are unit vectors."""
+    pixel = vec[..., 3:6] + du * vec[..., 6:9] + dv * vec[..., 9:12]
+    if cone:
+        direction = pixel - vec[..., 0:3]
+        origin = vec[..., 0:3].expand(direction.shape)
+    else:
+        direction, origin = vec[..., 0:3].expand(pixel.shape), pixel
+    return origin, direction / torch.linalg.vector_norm(direction, dim=-1, keepdim=True)
+
+
 def rays_3d(
     vectors: torch.Tensor, det_shape: tuple[int, int], cone: bool, start: int, stop: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,34 +87,37 @@ def rays_3d(
     n_angles = vectors.shape[0]
     index = torch.arange(start, stop, device=vectors.device)
     row, view, col = index // (n_angles * cols), (index // cols) % n_angles, index % cols
-    vec = vectors[view]
     du = (col - (cols - 1) / 2).to(vectors.dtype)[:, None]
     dv = (row - (rows - 1) / 2).to(vectors.dtype)[:, None]
-    pixel = vec[:, 3:6] + du * vec[:, 6:9] + dv * vec[:, 9:12]
-    if cone:
-        direction = pixel - vec[:, 0:3]
-        return vec[:, 0:3], direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True)
-    return pixel, vec[:, 0:3] / torch.linalg.vector_norm(vec[:, 0:3], dim=1, keepdim=True)
+    return _pixel_rays(vectors[view], du, dv, cone)
+
+
+def slab(
+    origin: torch.Tensor, direction: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry and exit parameters ``t`` of each line ``origin + t · direction`` ``(..., D)``
+    through the box ``lo < p < hi`` (broadcast against them); the line misses the box where
+    ``t_out <= t_in``."""
+    t1, t2 = (lo - origin) / direction, (hi - origin) / direction
+    inside = (origin > lo) & (origin < hi)
+    flat = direction == 0
+    inf = torch.full_like(t1, math.inf)
+    t_min = torch.where(flat, torch.where(inside, -inf, inf), torch.minimum(t1, t2))
+    t_max = torch.where(flat, torch.where(inside, inf, -inf), torch.maximum(t1, t2))
+    return t_min.amax(dim=-1), t_max.amin(dim=-1)
 
 
 def clip_to_box(
     vol: VolumeGeometry, origin: torch.Tensor, direction: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entry and exit parameters ``t`` of each line ``origin + t · direction`` through the
-    volume's bounding box (slab test); the line misses the box where ``t_out <= t_in``.
+    """``slab`` of each line through the volume's bounding box.
 
     ``origin``/``direction`` ``(..., 2)`` in (x, y) or ``(..., 3)`` in (x, y, z).
     """
     ext = vol.extent[::-1]  # x first
     lo = origin.new_tensor([e[0] for e in ext])
     hi = origin.new_tensor([e[1] for e in ext])
-    t1, t2 = (lo - origin) / direction, (hi - origin) / direction
-    inside = (origin > lo) & (origin < hi)
-    flat = direction == 0
-    inf = torch.full_like(origin, math.inf)
-    t_min = torch.where(flat, torch.where(inside, -inf, inf), torch.minimum(t1, t2))
-    t_max = torch.where(flat, torch.where(inside, inf, -inf), torch.maximum(t1, t2))
-    return t_min.amax(dim=-1), t_max.amin(dim=-1)
+    return slab(origin, direction, lo, hi)
 
 
 def box_hits(vol: VolumeGeometry, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -108,7 +126,7 @@ def box_hits(vol: VolumeGeometry, origin: np.ndarray, direction: np.ndarray) -> 
     return (t_out > t_in).numpy()
 
 
-_HIT_CHUNK = 2**20  # rays per chunk of the construction-time check that some ray hits
+_HIT_CHUNK = 2**16  # rays per chunk of the construction-time check that some ray hits (~20 MiB)
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,16 @@ class Rays3D:
     def range(self, start: int, stop: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``rays_3d`` of the rays ``start:stop``, made in float64 on ``device``."""
         return rays_3d(self.vectors.to(device), self.det_shape, self.cone, start, stop)
+
+    def block(self, views: torch.Tensor, rows: range, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(origin, direction)`` ``(len(rows), len(views), det_cols, 3)`` in float64 on
+        ``device``: the rays of the detector ``rows`` in the views ``views`` (indices)."""
+        n_rows, n_cols = self.det_shape
+        vec = self.vectors.to(device)[views.to(device)][None, :, None]
+        du = torch.arange(n_cols, device=device, dtype=torch.float64) - (n_cols - 1) / 2
+        dv = torch.arange(rows.start, rows.stop, device=device, dtype=torch.float64)
+        dv = dv - (n_rows - 1) / 2
+        return _pixel_rays(vec, du[None, None, :, None], dv[:, None, None, None], self.cone)
 
     def _some_hit(self, vol: VolumeGeometry) -> bool:
         for start in range(0, self.count, _HIT_CHUNK):

@@ -4,12 +4,22 @@ vectorised torch, on any device.
 Each ray steps along its dominant axis (the largest direction component in voxels) one voxel
 plane at a time; in each plane the volume is interpolated bilinearly between the four nearest
 voxel centres (zero outside the grid) and the samples are summed times the ray length between
-two planes, ``spacing / |cos|``. A chunk of rays is processed per dominant axis, plane by plane,
-with ``grid_sample`` on that plane; the adjoint scatters the same weights with
-``grid_sampler_2d_backward``, so ``A.T`` is the exact transpose of ``A``. Nothing is tabulated:
-a chunk's entry points and per-plane steps are made from the geometry vectors on the data's
-device, within ``memory_budget`` bytes. Cone rays start at the source: planes behind it are
-skipped.
+two planes, ``spacing / |cos|``. The rays of a block of views are sorted by dominant axis and by
+the planes they can touch, so that plane ``k`` is sampled with ``grid_sample`` by one window of
+rays only (the rays that miss the grid or have not yet entered it are skipped); the adjoint
+scatters the same weights with ``grid_sampler_2d_backward``, so ``A.T`` is the exact transpose
+of ``A``. Cone rays start at the source: where a source lies near the grid, samples behind it
+are masked.
+
+Views that are quarter turns of one another about the volume's vertical axis (a circular scan
+with a multiple of 4 views, on a square grid centred on the axis) share their rays: the
+volume is turned instead, and the four turns go through ``grid_sample`` as channels of one
+call, which costs much less than four calls.
+
+Nothing is tabulated: a block's rays are made from the geometry vectors on the data's device,
+in float64, within ``memory_budget`` bytes (default 64 MiB). Beyond that block the working
+memory is the output and, per dominant axis met, one copy of the volume per quarter turn and
+batch item (documented in docs/operators.md).
 """
 
 from __future__ import annotations
@@ -18,27 +28,32 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.spatial
 import torch
 import torch.nn.functional as F
 
 from ..geometry import ProjectionGeometry, VolumeGeometry
-from ..rays import Rays3D
+from ..rays import Rays3D, slab
 
-DEFAULT_BUDGET_BYTES = 64 * 2**20  # per chunk of rays; larger chunks gain nothing on the CPU
+DEFAULT_BUDGET_BYTES = 64 * 2**20  # per block of rays; larger blocks gain nothing on the CPU
+_SETUP_BYTES = 512  # float64 set-up temporaries of one ray (measured peak ~450)
 _VOLUME_DIM = (3, 2, 1)  # x, y, z → the axis of a (B, Z, H, W) tensor
+_OTHER = ((1, 2), (0, 2), (0, 1))  # grid_sample's (x, y) world axes per dominant axis
 _OUTSIDE = 3.0  # a grid_sample coordinate whose four neighbours all lie outside the grid
 
 
 @dataclass(frozen=True)
 class _Group:
-    """The ``R`` rays of one chunk whose dominant axis is ``axis`` (0, 1, 2 = x, y, z), laid
-    out as ``parts`` equal runs of ``run`` rays (grid_sample runs its batch axis in parallel on
-    the CPU; the last run is padded with rays outside the grid).
+    """The ``R`` rays of one block whose dominant axis is ``axis`` (0, 1, 2 = x, y, z), sorted
+    so that the rays that can meet plane ``k`` are the slots ``windows[k] = (a, b)``, and dealt
+    round-robin into ``parts`` runs (grid_sample runs its batch axis in parallel on the CPU;
+    the last slots are padded with rays outside the grid).
 
-    ``index`` ``(R,)`` into the chunk's rays; ``grid``/``step`` ``(parts, run, 1, 2)``: the
+    ``index`` ``(R,)`` into the block's rays; ``grid``/``step`` ``(parts, run, 1, 2)``: the
     ``grid_sample`` coordinates in plane 0 and their change per plane; ``weight`` ``(R,)`` the
     ray length per plane; ``planes`` ``(parts, 1, run, 2)`` the first and last plane in front of
-    the source, or None where every ray sees every plane.
+    the source, or None where no source lies close enough to the grid to matter.
     """
 
     axis: int
@@ -46,18 +61,25 @@ class _Group:
     grid: torch.Tensor
     step: torch.Tensor
     weight: torch.Tensor
+    windows: list[tuple[int, int]]
     planes: torch.Tensor | None
 
     def join(self, t: torch.Tensor) -> torch.Tensor:
         """``(parts, B, run, 1)`` → ``(B, R)``."""
         parts, batch, run, _ = t.shape
-        return t.permute(1, 0, 2, 3).reshape(batch, parts * run)[:, : self.index.numel()]
+        return t.permute(1, 2, 0, 3).reshape(batch, run * parts)[:, : self.index.numel()]
 
-    def masked(self, t: torch.Tensor, k: int) -> torch.Tensor:
-        """``t`` ``(parts, B, run, 1)`` zeroed for the rays whose source lies beyond plane ``k``."""
+    def deal(self, t: torch.Tensor) -> torch.Tensor:
+        """``(B, R)`` → ``(parts, B, run, 1)``, the inverse of ``join``."""
+        return _deal(t.T, self.grid.shape[0]).permute(0, 2, 1)[..., None]
+
+    def masked(self, t: torch.Tensor, k: int, a: int, b: int) -> torch.Tensor:
+        """``t`` ``(parts, B, b − a, 1)`` of the slots ``a:b``, zeroed for the rays whose source
+        lies beyond plane ``k``."""
         if self.planes is None:
             return t
-        return t * ((self.planes[..., 0:1] <= k) & (self.planes[..., 1:2] >= k)).to(t.dtype)
+        p = self.planes[:, :, a:b]
+        return t * ((p[..., 0:1] <= k) & (p[..., 1:2] >= k)).to(t.dtype)
 
 
 class JosephBackend:
@@ -78,107 +100,226 @@ class JosephBackend:
         self.domain_shape = vol.shape
         self.range_shape = pg.shape
         self.budget = int(memory_budget or DEFAULT_BUDGET_BYTES)
-        self.n_rays = math.prod(pg.shape)
         self._rays = Rays3D.of(vol, pg)
+        #: ``(V / turns, turns)``: row ``r`` lists view ``orbits[r, 0]`` turned 0..turns−1 times
+        self.orbits = quarter_turns(vol, self._rays)
         ext = vol.extent[::-1]  # (x, y, z)
         self._lo = torch.tensor([e[0] for e in ext], dtype=torch.float64)
         self._spacing = torch.tensor(vol.spacing[::-1], dtype=torch.float64)
         self._count = torch.tensor(vol.shape[::-1], dtype=torch.float64)
 
-    def _groups(self, start: int, stop: int, device, dtype) -> Iterator[_Group]:
-        """The rays ``start:stop`` split by dominant axis, made in float64, given in ``dtype``;
-        in as many runs as torch has threads on the CPU, one on a GPU."""
+    def _blocks(self, batch: int) -> Iterator[tuple[slice, range]]:
+        """Rows of ``orbits`` and detector rows of each block of rays within the budget."""
+        rows, cols = self._rays.det_shape
+        per_ray = _SETUP_BYTES + 16 * batch * self.orbits.shape[1]  # set-up; samples and sums
+        rays = max(1, self.budget // per_ray)
+        n = self.orbits.shape[0]
+        if rays >= rows * cols:
+            step = rays // (rows * cols)
+            for v in range(0, n, step):
+                yield slice(v, min(v + step, n)), range(rows)
+            return
+        step = max(1, rays // cols)
+        for v in range(n):
+            for r in range(0, rows, step):
+                yield slice(v, v + 1), range(r, min(r + step, rows))
+
+    def _ray_table(self, origin: torch.Tensor, direction: torch.Tensor):
+        """Per ray of ``(R, 3)`` unit rays (float64): the dominant axis ``(R,)``, the
+        ``grid_sample`` coordinates in plane 0 and their change per plane ``(R, 2)``, the ray
+        length per plane ``(R,)``, the first and last plane it can touch (conservative by one
+        plane; none where first > last) and whether its source cuts that range ``(R,)``."""
+        lo, spacing, count = (t.to(origin.device) for t in (self._lo, self._spacing, self._count))
+        axis = (direction.abs() / spacing).argmax(dim=1, keepdim=True)
+        d_a = direction.gather(1, axis)
+        t0 = (lo[axis] + spacing[axis] / 2 - origin.gather(1, axis)) / d_a  # plane 0's centres
+        dt = spacing[axis] / d_a  # per plane
+        other = torch.tensor(_OTHER, device=origin.device)[axis[:, 0]]
+        n = count[other]
+        c0 = origin.gather(1, other) + t0 * direction.gather(1, other) - lo[other]
+        c0 = c0 / spacing[other] - 0.5  # voxel-index coordinates in plane 0
+        dc = dt * direction.gather(1, other) / spacing[other]
+        t_in, t_out = slab(c0, dc, torch.full_like(n, -1.0), n)  # bilinear support: (−1, n)
+        planes = count[axis[:, 0]]
+        first = torch.clamp(t_in.floor(), min=torch.zeros_like(planes), max=planes)
+        last = torch.clamp(t_out.ceil(), min=-torch.ones_like(planes), max=planes - 1)
+        bound = torch.zeros_like(first, dtype=torch.bool)
+        if self._rays.cone:
+            source, ahead = (-t0 / dt)[:, 0], dt[:, 0] > 0
+            s_first = torch.where(ahead, source.ceil(), -math.inf)
+            s_last = torch.where(ahead, math.inf, source.floor())
+            bound = (s_first > first) | (s_last < last)
+            first, last = torch.maximum(first, s_first), torch.minimum(last, s_last)
+        grid, step = (2 * c0 + 1) / n - 1, 2 * dc / n
+        return axis[:, 0], grid, step, dt.abs()[:, 0], first, last, bound
+
+    def _groups(self, block: slice, rows: range, device, dtype) -> Iterator[_Group]:
+        """The rays of one block (``_blocks``), by dominant axis; in as many runs as torch has
+        threads on the CPU, one on a GPU.
+
+        Rays are sorted by the plane where their window opens: rays nearer plane 0 than plane
+        ``n − 1`` ("rear" rays) by their last plane, before the others by their first, so that
+        the rays that can meet plane ``k`` are contiguous: the rear rays whose last plane is at
+        least ``k`` and the others whose first plane is at most ``k``."""
         parts = torch.get_num_threads() if torch.device(device).type == "cpu" else 1
-        origin, direction = self._rays.range(start, stop, device)
-        lo, spacing, count = (t.to(device) for t in (self._lo, self._spacing, self._count))
-        axis_of_ray = (direction.abs() / spacing).argmax(dim=1)
-        for axis in range(3):
-            index = torch.nonzero(axis_of_ray == axis).squeeze(1)
+        origin, direction = self._rays.block(self.orbits[block, 0], rows, device)
+        table = self._ray_table(origin.reshape(-1, 3), direction.reshape(-1, 3))
+        axis, grid, step, weight, first, last, bound = table
+        planes = self._count.to(device)[axis]
+        width = max(self.vol.shape)
+        key = torch.where(first < planes - 1 - last, last - planes, first).long()
+        key = torch.where(first <= last, axis * 2 * width + key + width, 6 * width)  # misses last
+        key, order = torch.sort(key, stable=True)
+        edges = torch.searchsorted(key, torch.arange(4, device=device) * 2 * width).tolist()
+        for a in range(3):
+            index = order[edges[a] : edges[a + 1]]
             if index.numel() == 0:
                 continue
-            o, d = origin[index], direction[index]
-            d_a = d[:, axis]
-            # parameter t of plane 0 (its voxel centres) and its change per plane
-            t0 = (lo[axis] + spacing[axis] / 2 - o[:, axis]) / d_a
-            dt = spacing[axis] / d_a
-            # grid_sample's (x, y) = the (last, first) remaining axes of the permuted volume
-            other = [a for a in (0, 1, 2) if a != axis]  # x before y before z: (W, H) or (H, Z)
-            scale = 2 / (count[other] * spacing[other])
-            grid = (o[:, other] + t0[:, None] * d[:, other] - lo[other]) * scale - 1
-            step = dt[:, None] * d[:, other] * scale
-            planes = None
-            if self._rays.cone:
-                source = -t0 / dt  # the source's plane coordinate
-                first = torch.where(dt > 0, source.ceil(), -math.inf)
-                last = torch.where(dt > 0, math.inf, source.floor())
-                if bool(((first > 0) | (last < count[axis] - 1)).any()):
-                    planes = _runs(torch.stack([first, last], dim=1), parts)[:, None]
+            n = self.vol.shape[_VOLUME_DIM[a] - 1]
+            opens = key[edges[a] : edges[a + 1]] - (a * 2 * width + width)
+            k = torch.arange(n, device=device)
+            start = torch.searchsorted(opens, k - n) // parts
+            stop = -(-torch.searchsorted(opens, k, right=True) // parts)
+            masked = bool(bound[index].any())
             yield _Group(
-                axis,
+                a,
                 index,
-                _runs(grid, parts, _OUTSIDE)[:, :, None].to(dtype),
-                _runs(step, parts)[:, :, None].to(dtype),
-                dt.abs().to(dtype),
-                planes,
+                _deal(grid[index], parts, _OUTSIDE)[:, :, None].to(dtype),
+                _deal(step[index], parts)[:, :, None].to(dtype),
+                weight[index].to(dtype),
+                list(zip(start.tolist(), stop.tolist(), strict=True)),
+                _deal(torch.stack([first, last], 1)[index], parts)[:, None] if masked else None,
             )
-
-    def _chunks(self, batch: int) -> Iterator[tuple[int, int]]:
-        per_ray = 8 * (24 + 4 * batch)  # float64 rays and grids, the batch's samples and sums
-        rays = max(1, self.budget // per_ray)
-        for start in range(0, self.n_rays, rays):
-            yield start, min(start + rays, self.n_rays)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, Z, H, W) → (B, det_rows, n_angles, det_cols)``."""
-        batch = x.shape[0]
-        out = torch.zeros((batch, self.n_rays), dtype=x.dtype, device=x.device)
-        stacks = {}  # the volume as planes across each dominant axis met so far
-        for start, stop in self._chunks(batch):
-            for g in self._groups(start, stop, x.device, x.dtype):
+        turns = self.orbits.shape[1]
+        volumes = _turned(x, turns)  # (B · turns, Z, H, W)
+        out = x.new_zeros((x.shape[0], *self.range_shape))
+        stacks = {}  # the volumes as planes across each dominant axis met so far
+        for block, rows in self._blocks(x.shape[0]):
+            values = x.new_zeros((volumes.shape[0], len(rows) * self._block_rays(block)))
+            for g in self._groups(block, rows, x.device, x.dtype):
                 if g.axis not in stacks:
-                    stacks[g.axis] = x.permute(*_permutation(g.axis)).contiguous()
-                parts, run = g.grid.shape[:2]
-                total = x.new_zeros((parts, batch, run, 1))
-                for k, plane in enumerate(stacks[g.axis]):
-                    grid = torch.add(g.grid, g.step, alpha=k)
-                    planes = plane[None].expand(parts, -1, -1, -1)
-                    total += g.masked(F.grid_sample(planes, grid, align_corners=False), k)
-                out[:, start + g.index] = g.join(total) * g.weight
-        return out.reshape(batch, *self.range_shape)
+                    stacks[g.axis] = volumes.permute(*_permutation(g.axis)).contiguous()
+                values[:, g.index] = g.join(_project(g, stacks[g.axis])) * g.weight
+            values = values.reshape(x.shape[0], turns, len(rows), -1, self._rays.det_shape[1])
+            for c in range(turns):
+                out[:, rows.start : rows.stop, self.orbits[block, c]] = values[:, c]
+        return out
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``(B, det_rows, n_angles, det_cols) → (B, Z, H, W)``: the same weights scattered."""
-        batch = y.shape[0]
-        flat = y.reshape(batch, -1)
+        turns = self.orbits.shape[1]
+        channels = y.shape[0] * turns
         stacks = {}  # the result as planes across each dominant axis met so far
-        for start, stop in self._chunks(batch):
-            for g in self._groups(start, stop, y.device, y.dtype):
-                perm = _permutation(g.axis)
+        for block, rows in self._blocks(y.shape[0]):
+            part = y[:, rows.start : rows.stop]
+            values = torch.stack([part[:, :, self.orbits[block, c]] for c in range(turns)], 1)
+            values = values.reshape(channels, -1)
+            for g in self._groups(block, rows, y.device, y.dtype):
                 if g.axis not in stacks:
-                    shape = [batch, *self.domain_shape]
-                    stacks[g.axis] = y.new_zeros([shape[d] for d in perm])
-                stack = stacks[g.axis]
-                parts = g.grid.shape[0]
-                like = stack.new_zeros(()).expand(parts, *stack.shape[1:])  # shape, no memory
-                weighted = (flat[:, start + g.index] * g.weight).T  # (R, B)
-                weighted = _runs(weighted, parts).permute(0, 2, 1)[..., None]  # (parts, B, run, 1)
-                for k in range(stack.shape[0]):
-                    grid = torch.add(g.grid, g.step, alpha=k)
-                    grad, _ = torch.ops.aten.grid_sampler_2d_backward(
-                        g.masked(weighted, k), like, grid, 0, 0, False, [True, False]
-                    )  # bilinear, zero padding, align_corners=False: as in forward
-                    stack[k] += grad.sum(dim=0)
-        out = y.new_zeros((batch, *self.domain_shape))
+                    shape = [channels, *self.domain_shape]
+                    stacks[g.axis] = y.new_zeros([shape[d] for d in _permutation(g.axis)])
+                _scatter(g, g.deal(values[:, g.index] * g.weight), stacks[g.axis])
+        out = y.new_zeros((channels, *self.domain_shape))
         for axis, stack in stacks.items():
             out += stack.permute(*_inverse(_permutation(axis)))
-        return out
+        return _unturned(out, turns)
+
+    def _block_rays(self, block: slice) -> int:
+        """Rays per detector row of a block: its views times the detector columns."""
+        return len(range(*block.indices(self.orbits.shape[0]))) * self._rays.det_shape[1]
 
 
-def _runs(t: torch.Tensor, parts: int, fill: float = 0.0) -> torch.Tensor:
-    """``(R, c)`` → ``(parts, run, c)``, padded with ``fill`` to ``parts · run`` rows."""
+def _project(g: _Group, stack: torch.Tensor) -> torch.Tensor:
+    """Sums ``(parts, C, run, 1)`` of the group's samples of ``stack`` ``(N_axis, C, N_p,
+    N_q)``, plane by plane over each plane's window of rays."""
+    parts, run = g.grid.shape[:2]
+    total = stack.new_zeros((parts, stack.shape[1], run, 1))
+    buffer = torch.empty_like(g.grid)
+    for k, (a, b) in enumerate(g.windows):
+        if a >= b:
+            continue
+        grid = torch.add(g.grid[:, a:b], g.step[:, a:b], alpha=k, out=buffer[:, : b - a])
+        plane = stack[k][None].expand(parts, -1, -1, -1)
+        total[:, :, a:b] += g.masked(F.grid_sample(plane, grid, align_corners=False), k, a, b)
+    return total
+
+
+def _scatter(g: _Group, weighted: torch.Tensor, stack: torch.Tensor) -> None:
+    """Adds the adjoint of ``_project`` of ``weighted`` ``(parts, C, run, 1)`` into
+    ``stack``."""
+    parts = g.grid.shape[0]
+    like = stack.new_zeros(()).expand(parts, *stack.shape[1:])  # shape, no memory
+    buffer = torch.empty_like(g.grid)
+    for k, (a, b) in enumerate(g.windows):
+        if a >= b:
+            continue
+        grid = torch.add(g.grid[:, a:b], g.step[:, a:b], alpha=k, out=buffer[:, : b - a])
+        grad, _ = torch.ops.aten.grid_sampler_2d_backward(
+            g.masked(weighted[:, :, a:b], k, a, b), like, grid, 0, 0, False, [True, False]
+        )  # bilinear, zero padding, align_corners=False: as in forward
+        stack[k] += grad.sum(dim=0) if parts > 1 else grad[0]
+
+
+def quarter_turns(vol: VolumeGeometry, rays: Rays3D) -> torch.Tensor:
+    """The views as orbits of quarter turns about the vertical axis through the volume's centre:
+    ``(V / 4, 4)``, row ``r`` the view ``orbits[r, 0]`` and its turns by 90°, 180°, 270°
+    (``(x, y) → (−y, x)``); ``(V, 1)``, every view alone, unless the grid is square in ``(y,
+    x)`` and every view's turns are views too (to 1e-9 of the geometry's scale)."""
+    n_views = rays.vectors.shape[0]
+    alone = torch.arange(n_views)[:, None]
+    (_, ny, nx), (_, sy, sx) = vol.shape, vol.spacing
+    if ny != nx or sy != sx or n_views % 4:
+        return alone
+    vec = rays.vectors.numpy().reshape(n_views, 4, 3).copy()
+    points = [0, 1] if rays.cone else [1]  # source and detector centre; directions stay
+    vec[:, points] -= np.asarray(vol.center[::-1])
+    turned = [vec]
+    for _ in range(3):
+        v = turned[-1]
+        turned.append(np.stack([-v[..., 1], v[..., 0], v[..., 2]], axis=-1))
+    tree = scipy.spatial.cKDTree(vec.reshape(n_views, 12))
+    tol = 1e-9 * max(1.0, float(np.abs(vec).max()))
+    orbit = []
+    for v in turned:
+        dist, index = tree.query(v.reshape(n_views, 12), distance_upper_bound=tol)
+        if not np.isfinite(dist).all():
+            return alone
+        orbit.append(index)
+    orbit = np.stack(orbit, axis=1)
+    first = orbit[orbit.min(axis=1) == np.arange(n_views)]
+    if first.size != n_views or np.unique(first).size != n_views:
+        return alone
+    return torch.from_numpy(first)
+
+
+def _turned(x: torch.Tensor, turns: int) -> torch.Tensor:
+    """``(B, Z, H, W)`` → ``(B · turns, Z, H, W)``, item ``b · turns + c`` the volume ``x[b]``
+    sampled at points turned by ``c`` quarter turns (the volume a turned view sees)."""
+    if turns == 1:
+        return x
+    return torch.stack([torch.rot90(x, c, (-2, -1)) for c in range(turns)], 1).flatten(0, 1)
+
+
+def _unturned(t: torch.Tensor, turns: int) -> torch.Tensor:
+    """The adjoint of ``_turned``: ``(B · turns, Z, H, W)`` → ``(B, Z, H, W)``."""
+    if turns == 1:
+        return t
+    t = t.unflatten(0, (-1, turns))
+    out = t[:, 0].clone()
+    for c in range(1, turns):
+        out += torch.rot90(t[:, c], -c, (-2, -1))
+    return out
+
+
+def _deal(t: torch.Tensor, parts: int, fill: float = 0.0) -> torch.Tensor:
+    """``(R, c)`` → ``(parts, run, c)``: row ``i`` to part ``i % parts``, slot ``i // parts``;
+    padded with ``fill`` to ``parts · run`` rows."""
     run = -(-t.shape[0] // parts)
     padded = F.pad(t, (0, 0, 0, parts * run - t.shape[0]), value=fill)
-    return padded.reshape(parts, run, t.shape[1])
+    return padded.reshape(run, parts, t.shape[1]).transpose(0, 1).contiguous()
 
 
 def _permutation(axis: int) -> tuple[int, ...]:
