@@ -133,24 +133,27 @@ REFERENCE_CASES = {
 }
 
 
-@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize(("threads", "budget"), [(1, None), (3, None), (1, 2**10)])
 @pytest.mark.parametrize("name", REFERENCE_CASES)
-def test_matrix_equals_a_plain_joseph_loop(name, threads):
+def test_matrix_equals_a_plain_joseph_loop(name, threads, budget):
     """``A`` and ``A.T`` against the textbook loop's matrix: the skipped planes, the windows of
-    rays and the quarter-turn channels change nothing (on 1 and 3 threads' runs)."""
+    rays and the quarter-turn channels change nothing (on 1 and 3 threads' runs; one block
+    kept for the next call, or many small blocks made anew each call)."""
     vol, pg = REFERENCE_CASES[name]
     if name == "cone_vec offset":
         vol = ops.volume((5, 6, 7), (1.0, 0.9, 1.1), (0.5, -1.0, 0.8))
     M = torch.tensor(_joseph_matrix(vol, pg))
-    A = ops.Operator(vol, pg, memory_budget=2**16)  # several blocks
+    A = ops.Operator(vol, pg, memory_budget=budget)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         x = torch.randn(2, *vol.shape, dtype=torch.float64)
         y = torch.randn(2, *A.range_shape, dtype=torch.float64)
-        ax, aty = A(x), A.T(y)
+        ax, aty, again = A(x), A.T(y), A(x)
     finally:
         torch.set_num_threads(before)
+    assert bool(A.backend._kept) == (budget is None)
+    torch.testing.assert_close(again, ax, rtol=0, atol=0)
     torch.testing.assert_close(ax.reshape(2, -1), x.reshape(2, -1) @ M.T, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(aty.reshape(2, -1), y.reshape(2, -1) @ M, rtol=1e-10, atol=1e-10)
 

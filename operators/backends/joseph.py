@@ -16,16 +16,17 @@ with a multiple of 4 views, on a square grid centred on the axis) share their ra
 volume is turned instead, and the four turns go through ``grid_sample`` as channels of one
 call, which costs much less than four calls.
 
-Nothing is tabulated: a block's rays are made from the geometry vectors on the data's device,
-in float64, within ``memory_budget`` bytes (default 64 MiB). Beyond that block the working
-memory is the output and, per dominant axis met, one copy of the volume per quarter turn and
-batch item (documented in docs/operators.md).
+A block's rays are made from the geometry vectors on the data's device, in float64, within
+``memory_budget`` bytes (default 64 MiB); their sorted plane-0 coordinates, steps and weights
+(about 28 bytes per ray and turn orbit) are kept for the next call while they fit in that
+budget, else made anew block by block. Beyond that the working memory is the output and, per
+dominant axis met, one copy of the volume per quarter turn and batch item (docs/operators.md).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,11 @@ class _Group:
     weight: torch.Tensor
     windows: list[tuple[int, int]]
     planes: torch.Tensor | None
+
+    @property
+    def nbytes(self) -> int:
+        tensors = (self.index, self.grid, self.step, self.weight, self.planes)
+        return sum(t.nbytes for t in tensors if t is not None)
 
     def join(self, t: torch.Tensor) -> torch.Tensor:
         """``(parts, B, run, 1)`` → ``(B, R)``."""
@@ -107,6 +113,26 @@ class JosephBackend:
         self._lo = torch.tensor([e[0] for e in ext], dtype=torch.float64)
         self._spacing = torch.tensor(vol.spacing[::-1], dtype=torch.float64)
         self._count = torch.tensor(vol.shape[::-1], dtype=torch.float64)
+        self._kept: dict = {}  # the last plan that fitted in the budget, by its key
+
+    def _plan(self, batch: int, device, dtype) -> Iterable[tuple[slice, range, list[_Group]]]:
+        """Each block of rays with its groups: those of an earlier call with the same batch,
+        device, dtype and thread count where they fitted in the budget, else made anew."""
+        key = (batch, torch.device(device), dtype, torch.get_num_threads())
+        return self._kept[key] if key in self._kept else self._make_plan(key)
+
+    def _make_plan(self, key) -> Iterator[tuple[slice, range, list[_Group]]]:
+        batch, device, dtype, _ = key
+        kept, size = [], 0
+        for block, rows in self._blocks(batch):
+            groups = list(self._groups(block, rows, device, dtype))
+            size += sum(g.nbytes for g in groups)
+            kept = kept if kept is not None and size <= self.budget else None
+            if kept is not None:
+                kept.append((block, rows, groups))
+            yield block, rows, groups
+        if kept is not None:
+            self._kept = {key: kept}
 
     def _blocks(self, batch: int) -> Iterator[tuple[slice, range]]:
         """Rows of ``orbits`` and detector rows of each block of rays within the budget."""
@@ -197,9 +223,9 @@ class JosephBackend:
         volumes = _turned(x, turns)  # (B · turns, Z, H, W)
         out = x.new_zeros((x.shape[0], *self.range_shape))
         stacks = {}  # the volumes as planes across each dominant axis met so far
-        for block, rows in self._blocks(x.shape[0]):
+        for block, rows, groups in self._plan(x.shape[0], x.device, x.dtype):
             values = x.new_zeros((volumes.shape[0], len(rows) * self._block_rays(block)))
-            for g in self._groups(block, rows, x.device, x.dtype):
+            for g in groups:
                 if g.axis not in stacks:
                     stacks[g.axis] = volumes.permute(*_permutation(g.axis)).contiguous()
                 values[:, g.index] = g.join(_project(g, stacks[g.axis])) * g.weight
@@ -213,11 +239,11 @@ class JosephBackend:
         turns = self.orbits.shape[1]
         channels = y.shape[0] * turns
         stacks = {}  # the result as planes across each dominant axis met so far
-        for block, rows in self._blocks(y.shape[0]):
+        for block, rows, groups in self._plan(y.shape[0], y.device, y.dtype):
             part = y[:, rows.start : rows.stop]
             values = torch.stack([part[:, :, self.orbits[block, c]] for c in range(turns)], 1)
             values = values.reshape(channels, -1)
-            for g in self._groups(block, rows, y.device, y.dtype):
+            for g in groups:
                 if g.axis not in stacks:
                     shape = [channels, *self.domain_shape]
                     stacks[g.axis] = y.new_zeros([shape[d] for d in _permutation(g.axis)])
