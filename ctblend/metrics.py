@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.ndimage import binary_dilation
+from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
 PLANES = {"axial": 0, "coronal": 1, "sagittal": 2}
@@ -114,3 +115,24 @@ def volume_scores(recon, truth) -> dict[str, float]:
     out["tv_z"] = tv_z(r)
     out["tv_z_truth"] = tv_z(t)
     return out
+
+
+def uncertainty_scores(recon, std, truth) -> dict[str, float]:
+    """How well a per-voxel standard deviation ``std`` of posterior samples predicts the error of
+    their mean ``recon`` (clipped to [0, 1]) inside the body of ``truth``: ``std_body`` (mean std),
+    ``std_error_spearman`` (Spearman rank correlation of std and |error|) and ``within_2std``
+    (the fraction of body voxels with |error| <= 2 std)."""
+    r, s, t = np.clip(_numpy(recon), 0, 1), _numpy(std), _numpy(truth)
+    _check(r, t)
+    _check(s, t)
+    mask = body_mask(t)
+    if not mask.any():
+        nan = float("nan")
+        return {"std_body": nan, "std_error_spearman": nan, "within_2std": nan}
+    err, sd = np.abs(r - t)[mask], s[mask]
+    rho = spearmanr(sd, err).statistic if np.ptp(sd) > 0 and np.ptp(err) > 0 else float("nan")
+    return {
+        "std_body": float(sd.mean()),
+        "std_error_spearman": float(rho),
+        "within_2std": float((err <= 2 * sd).mean()),
+    }

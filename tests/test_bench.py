@@ -7,6 +7,8 @@ import csv
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import torchrun
 from scipy.ndimage import distance_transform_edt
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -314,3 +317,50 @@ def test_an_ablation_equal_to_the_default_cell_is_not_run_twice(tmp_path):
     ablations = [a for m, a in cell_plan(at_200) if a != "default"]
     assert ablations == ["nfe=50"]
     assert [a for m, a in cell_plan(at_50) if a != "default"] == ["nfe=100", "nfe=200"]
+
+
+def _table_numbers(out: Path) -> list[dict]:
+    """results.csv without what differs between runs (time, memory, machine, clock)."""
+    varying = ("seconds", "peak_mem_mb", "gpu_peak_mb", "machine", "finished_at")
+    return [{k: v for k, v in r.items() if k not in varying} for r in _rows(out / "results.csv")]
+
+
+def test_two_processes_share_the_cells_and_write_the_tables_of_one(tmp_path, blendpp_prior):
+    """torchrun --nproc_per_node 2 (gloo): every cell computed once, by one rank; rank 0
+    writes tables equal to a one-process run's; a rerun computes nothing."""
+    common = [
+        "--quick", "--volumes", "phantom:9", "--methods", "fbp", "sirt", "tv",
+        "diffusionblend++", "--prior-blendpp", str(blendpp_prior), "--precision", "fp32",
+        "--no-volumes",
+    ]  # fmt: skip
+    one = subprocess.run(
+        [sys.executable, "-m", "ctblend.bench", "--out", str(tmp_path / "one"), *common],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = torchrun("-m", "ctblend.bench", "--out", tmp_path / "two", *common, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert _table_numbers(tmp_path / "two") == _table_numbers(tmp_path / "one")
+    ran = two.stderr.count(": running")
+    assert ran == len(_rows(tmp_path / "one/results.csv")) == 8  # 4 methods × 2 protocols
+    again = torchrun("-m", "ctblend.bench", "--out", tmp_path / "two", *common, timeout=600)
+    assert again.returncode == 0 and again.stderr.count(": running") == 0
+
+
+def test_posterior_samples_columns(tmp_path, blendpp_prior):
+    config = _quick(
+        tmp_path,
+        methods=("diffusionblend++",),
+        protocols=("lact90",),
+        prior_blendpp=str(blendpp_prior),
+        samples=3,
+    )
+    rows = run_bench(config)
+    row = rows[0]
+    assert row["status"] == "done" and row["config"]["samples"] == 3
+    assert row["std_body"] > 0 and -1 <= row["std_error_spearman"] <= 1
+    assert 0 <= row["within_2std"] <= 1
+    md = (Path(config.out_dir) / "results.md").read_text()
+    assert "posterior samples (mean of K" in md
+    with pytest.raises(ValueError, match="samples=0; expected an integer >= 1"):
+        replace(config, samples=0)

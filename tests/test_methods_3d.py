@@ -59,8 +59,8 @@ def test_dds_admm_cg_solves_the_coupled_tv_z_system():
     A, M, y = _problem(seed=1)
     n = M.shape[1]
     eye = torch.eye(n, dtype=torch.float64).reshape(n, *A.domain_shape)
-    D = diff_z(eye.movedim(0, -1)).reshape(-1, n)  # rows: D_z applied to each unit vector
-    assert torch.allclose(D.T @ D, diff_z_adjoint(diff_z(eye.movedim(0, -1))).reshape(n, n))
+    D = diff_z(eye).reshape(n, -1).T  # columns: D_z of each unit vector (a batch of volumes)
+    assert torch.allclose(D.T @ D, diff_z_adjoint(diff_z(eye)).reshape(n, n))
     rho = 2.0
     x_ref = torch.linalg.solve(M.T @ M + rho * D.T @ D, M.T @ y.reshape(-1))
     admm = ADMMTVz(rho=rho, lam=0.0, iterations=300, admm_iterations=1)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from ctblend.training import PRESETS, Phase, TrainConfig, load_config
@@ -64,3 +68,28 @@ def test_bad_yaml_names_the_file(tmp_path):
         load_config(path)
     with pytest.raises(ValueError, match="no such config file"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_data_scaling_is_a_record_of_the_one_scaling_ctblend_implements(tmp_path):
+    """Red before: TrainConfig accepted any DataScaling and checkpoints recorded it, while the
+    datasets, trainer and sampler always used HU [−1024, 3071] → [0, 1] → [−1, 1]."""
+    from ctblend.data.scaling import hu_to_unit
+    from ctblend.priors.loading import DataScaling, read_spec
+
+    scaling = DataScaling()
+    # the record states what the data path does: −1024 HU → 0 → −1, 3071 HU → 1 → +1
+    low, high = scaling.network_range
+    assert float(hu_to_unit(np.float32(scaling.hu_min))) * (high - low) + low == -1.0
+    assert float(hu_to_unit(np.float32(scaling.hu_max))) * (high - low) + low == 1.0
+    for bad in ({"hu_min": -1000.0}, {"hu_max": 2000.0}, {"network_range": (0.0, 1.0)}):
+        with pytest.raises(ValueError, match="implements only the protocol's scaling"):
+            TrainConfig(data_scaling=DataScaling(**bad))
+    prior = tmp_path / "prior"
+    prior.mkdir()
+    shipped = Path(__file__).resolve().parents[1] / "ctblend/weights/slice2d_cpu128/config.json"
+    record = json.loads(shipped.read_text())
+    record["data_scaling"]["hu_min"] = -1000.0
+    (prior / "config.json").write_text(json.dumps(record))
+    (prior / "weights.safetensors").write_bytes(b"")  # never read: the record fails first
+    with pytest.raises(ValueError, match="implements only"):
+        read_spec(prior)

@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--z-range", nargs=2, type=int, metavar=("START", "STOP"), help="slices START:STOP only")
     add("--seeds", nargs="+", type=int, help="seeds (noise and sampling), default 0")
     add("--nfe", type=int, help="NFE of every diffusion method (default 200, DDS 100)")
+    add("--samples", type=int, help="posterior samples per diffusion cell (default 1)")
     add("--sirt-iterations", type=int)
     add("--tv-iterations", type=int)
     add("--tv-lam", type=float)
@@ -72,6 +73,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         "z_range": args.z_range,
         "seeds": args.seeds,
         "nfe": args.nfe,
+        "samples": args.samples,
         "sirt_iterations": args.sirt_iterations,
         "tv_iterations": args.tv_iterations,
         "tv_lam": args.tv_lam,

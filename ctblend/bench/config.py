@@ -59,7 +59,9 @@ class BenchConfig:
     volumes: files / folders, MANIFEST roles (``test``, ``ood``, ``train``) or volume names of
     ``ct_dir``, or ``phantom[:Z]``. protocols: names (``svct8``, ``lact90+noise``, …), ignored
     when ``geometry`` (a YAML file) is given. ablations: names from ``ABLATIONS`` (diffusionblend++
-    only). nfe: NFE of every diffusion method (None: 200, DDS 100). Priors: folders (None: the
+    only). nfe: NFE of every diffusion method (None: 200, DDS 100). samples: posterior samples
+    per diffusion cell (K > 1: their mean is scored, and the std columns say how well their
+    per-voxel std predicts the error). Priors: folders (None: the
     shipped ``ctblend/weights/<base>_<scale>`` when present). fbp_unet: a folder holding one
     FBP-UNet folder per protocol (None: ``ctblend/weights/fbpunet_<scale>_<protocol>``).
     spacing_mm: voxel spacing for files without one (``.npy``). precision: how the diffusion
@@ -79,6 +81,7 @@ class BenchConfig:
     z_range: tuple[int, int] | None = None
     seeds: tuple[int, ...] = (0,)
     nfe: int | None = None
+    samples: int = 1
     sirt_iterations: int = 200
     tv_iterations: int = 300
     tv_lam: float = 0.01
@@ -119,6 +122,8 @@ class BenchConfig:
             raise ValueError(f"z_range {self.z_range}: expected START STOP with 0 <= START < STOP")
         if self.nfe is not None and self.nfe < 1:
             raise ValueError(f"nfe must be >= 1, got {self.nfe}")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise ValueError(f"samples={self.samples!r}; expected an integer >= 1")
         choices = {
             "device": ("cpu", "cuda", "cuda:N", "auto"),
             "precision": ("fp32", "bf16", "auto"),

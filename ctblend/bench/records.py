@@ -20,7 +20,7 @@ METRIC_COLUMNS = tuple(
     for plane in PLANES
     for metric in ("psnr", "ssim", "psnr_body", "ssim_body")
     for suffix in ("", "_std")
-) + ("volume_psnr", "tv_z", "tv_z_truth")
+) + ("volume_psnr", "tv_z", "tv_z_truth", "std_body", "std_error_spearman", "within_2std")
 COLUMNS = (
     ("volume", "protocol", "method", "ablation", "seed", "status")
     + METRIC_COLUMNS

@@ -29,6 +29,7 @@ from ctblend.pipeline import PRIOR_OF_METHOD
 from ctblend.pipeline.configs import DiffusionBlendPPConfig
 from ctblend.pipeline.run import Case, run_method, simulate_case
 from ctblend.runtime import describe_machine, machine_info, resolve_device
+from ctblend.training import distributed
 
 log = logging.getLogger("ctblend.bench")
 
@@ -43,6 +44,8 @@ def cell_method_config(method: str, ablation: str, seed: int, config: BenchConfi
         cfg: dict[str, Any] = {"seed": seed}
         if config.nfe is not None:
             cfg["nfe"] = config.nfe
+        if config.samples > 1:
+            cfg["samples"] = config.samples
         cfg.update(ABLATIONS.get(ablation, {}))
         return cfg
     return {}
@@ -62,7 +65,36 @@ def cell_plan(config: BenchConfig) -> Iterator[tuple[str, str]]:
 
 
 def run_bench(config: BenchConfig) -> list[dict]:
-    """Run (or resume) every cell of ``config``; write the tables; return the rows."""
+    """Run (or resume) every cell of ``config``; write the tables; return the rows.
+
+    Under ``torchrun`` (gloo on CPU, NCCL on GPU) the ranks share the cells, each computed once
+    (cell i by rank i mod world size); when every rank is done, rank 0 reads them all back and
+    writes the tables. Other ranks return the rows they computed.
+    """
+    ctx = distributed.setup(config.device)
+    try:
+        if not ctx.distributed:
+            return _run_cells(config, _owner(0, 1), tables=True)
+        mine = _run_cells(config, _owner(ctx.rank, ctx.world_size), tables=False)
+        distributed.barrier(ctx)
+        rows = (
+            _run_cells(config, _owner(0, 1), tables=True, cached_only=True) if ctx.is_main else mine
+        )
+        distributed.barrier(ctx)
+        return rows
+    finally:
+        distributed.teardown(ctx)
+
+
+def _owner(rank: int, world: int):
+    """Whether this rank computes the i-th cell of the run."""
+    return lambda index: index % world == rank
+
+
+def _run_cells(config: BenchConfig, owns, tables: bool, cached_only: bool = False) -> list[dict]:
+    """The cells this process ``owns`` (by their index in the run); ``tables``: write the
+    tables and panels; ``cached_only``: read cells back, never compute one (a cell missing
+    then is one another rank could not finish)."""
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -71,10 +103,12 @@ def run_bench(config: BenchConfig) -> list[dict]:
     acquisitions = bench_acquisitions(config)
     sources = resolve_volumes(config.volumes, config.ct_dir)
     priors = Priors(config, device)
-    config.to_yaml(out / "bench.yaml")
+    if tables:
+        config.to_yaml(out / "bench.yaml")
     rows: list[dict] = []
     volume_info: dict[str, dict] = {}
     notes: list[str] = []
+    index = 0
     for source in sources:
         volume = load_source(source, config)
         volume_info[source.name] = {
@@ -87,11 +121,26 @@ def run_bench(config: BenchConfig) -> list[dict]:
                 case = simulate_case(volume, acquisition, seed, device)
                 for method, ablation in cell_plan(config):
                     cell = Cell(source.name, name, method, ablation, seed)
-                    rows.append(run_cell(config, out, cell, case, priors, device, description))
-                panel = Cell(source.name, name, "all", DEFAULT_ABLATION, seed)
-                notes += write_panel(config, out, panel, volume.x, volume.spacing_mm, rows)
+                    if owns(index):
+                        run = run_cell(
+                            config,
+                            out,
+                            cell,
+                            case,
+                            priors,
+                            device,
+                            description,
+                            cached_only=cached_only,
+                        )
+                        rows.append(run)
+                    index += 1
+                if tables:
+                    panel = Cell(source.name, name, "all", DEFAULT_ABLATION, seed)
+                    notes += write_panel(config, out, panel, volume.x, volume.spacing_mm, rows)
+        if tables:
+            write_tables(config, out, rows, machine, volume_info, notes)
+    if tables:
         write_tables(config, out, rows, machine, volume_info, notes)
-    write_tables(config, out, rows, machine, volume_info, notes)
     return rows
 
 
@@ -103,8 +152,10 @@ def run_cell(
     priors: Priors,
     device: torch.device,
     machine: str,
+    cached_only: bool = False,
 ) -> dict:
-    """One cell: reconstruct ``case`` (or skip it, or read it back from its cell file)."""
+    """One cell: reconstruct ``case`` (or skip it, or read it back from its cell file;
+    ``cached_only``: never reconstruct, a missing cell file is a failed row)."""
     key, method, seed = cell.key, cell.method, cell.seed
     shape = tuple(case.A.domain_shape)
     base = {
@@ -134,6 +185,9 @@ def run_cell(
     if cached is not None:
         log.info("%s: done earlier, skipped", key)
         return cached
+    if cached_only:
+        status = "failed: its rank left no result (see that rank's log)"
+        return blank_row(**base, status=status, machine=machine)
     log.info("%s: running", key)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

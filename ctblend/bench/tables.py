@@ -158,6 +158,35 @@ def _paper_table(volume: str, rows: list[dict], body: bool = False) -> list[str]
     return lines
 
 
+def _uncertainty_table(volume: str, rows: list[dict]) -> list[str]:
+    """Calibration of K posterior samples: the mean's PSNR, the mean std inside the body, the
+    Spearman correlation of std and |error| there and the fraction of body voxels within ±2 std."""
+    done = [r for r in rows if r["status"] == "done" and r.get("std_body") is not None]
+    if not done:
+        return []
+    lines = [
+        "",
+        f"### {volume}: posterior samples (mean of K; std inside the body)",
+        "",
+        "| protocol | method | ablation | PSNR a / c / s (mean) | body PSNR a / c / s "
+        "| mean std (body) | Spearman(std, abs error) | within ±2 std |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in done:
+        cells = [
+            r["protocol"],
+            r["method"],
+            r["ablation"],
+            _planes(r, "psnr", 2),
+            _planes(r, "psnr_body", 2),
+            _fmt(r["std_body"], 4),
+            _fmt(r["std_error_spearman"], 3),
+            _fmt(r["within_2std"], 3),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _markdown(
     config: BenchConfig, rows: list[dict], machine: dict, volume_info: dict, notes: list[str]
 ) -> str:
@@ -203,6 +232,7 @@ def _markdown(
         lines += [_md_row(r) for r in main]
         lines += _paper_table(volume, main)
         lines += _paper_table(volume, main, body=True)
+        lines += _uncertainty_table(volume, [r for r in rows if r["volume"] == volume])
         if config.ablations:
             lines += [
                 "",

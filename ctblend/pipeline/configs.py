@@ -176,7 +176,8 @@ class TVConfig(MethodConfig, method="tv"):
 @dataclass(frozen=True)
 class DiffusionConfig(MethodConfig):
     """What every diffusion method takes: NFE, DDIM η ∈ [0, 1], CG iterations per step, seed,
-    whether each Tweedie x̂0 is clipped to the data range before data consistency (``clip_x0``),
+    the number of posterior samples (``samples`` = K: seeds seed … seed + K − 1 in one batch; the
+    reconstruction is their mean and a per-voxel standard deviation comes with it), whether each Tweedie x̂0 is clipped to the data range before data consistency (``clip_x0``),
     and which ε the DDIM step carries (``eps_from``): ``network`` keeps the network's ε (DDS),
     ``x0`` re-derives it from the data-consistent x̂0, ε = (x_t − √ᾱ_t x̂0′)/√(1 − ᾱ_t)
     (guided-diffusion's ``_predict_eps_from_xstart``, DiffPIR).
@@ -201,6 +202,7 @@ class DiffusionConfig(MethodConfig):
     eta: float = in_range(0.0, 1.0, 0.85)
     cg_iters: int = at_least(0, 5)
     seed: int = 0
+    samples: int = at_least(1, 1)
     clip_x0: bool = one_of((False, True), True)
     eps_from: str = one_of(EPS_FROM, "network")
     consistency: str = one_of(CONSISTENCIES, "cg")

@@ -24,7 +24,13 @@ from torch import Tensor
 import operators as ops
 
 from ..priors.base import VolumePrior
-from ..sampling import ADMMTVz, CGConsistency, NoiseAwareConsistency, posterior_sample
+from ..sampling import (
+    ADMMTVz,
+    CGConsistency,
+    NoiseAwareConsistency,
+    posterior_sample,
+    posterior_samples,
+)
 from ..tv import tv_least_squares
 from .configs import (
     DDS2DConfig,
@@ -123,20 +129,22 @@ def _consistency(cfg: DiffusionConfig, A: ops.Operator):
 def _diffusion(y, A, prior, cfg: DiffusionConfig, callback):
     if isinstance(cfg, DiffusionBlendPPConfig):
         prior = prior.with_policy(cfg.policy)
-    x, record = posterior_sample(
-        prior,
-        A,
-        y,
-        _consistency(cfg, A),
-        nfe=cfg.nfe,
-        eta=cfg.eta,
-        seed=cfg.seed,
-        schedule=prior.schedule,
-        clip_x0=cfg.clip_x0,
-        eps_from=cfg.eps_from,
-        callback=callback,
-    )
-    return x, {**record, "seed": cfg.seed}
+    options = {
+        "nfe": cfg.nfe,
+        "eta": cfg.eta,
+        "schedule": prior.schedule,
+        "clip_x0": cfg.clip_x0,
+        "eps_from": cfg.eps_from,
+        "callback": callback,
+    }
+    consistency = _consistency(cfg, A)
+    if cfg.samples == 1:
+        x, record = posterior_sample(prior, A, y, consistency, seed=cfg.seed, **options)
+        return x, {**record, "seed": cfg.seed}
+    seeds = tuple(range(cfg.seed, cfg.seed + cfg.samples))
+    xs, record = posterior_samples(prior, A, y, consistency, seeds=seeds, **options)
+    std = xs.std(dim=0, correction=1)
+    return xs.mean(dim=0), {**record, "seed": cfg.seed, "samples": cfg.samples, "std": std}
 
 
 REGISTRY: dict[str, Method] = {
@@ -243,8 +251,10 @@ def reconstruct(
     ``config``: the method's config (or a mapping of its options, or None for the defaults);
     keyword ``options`` are a shorthand for a mapping (``nfe=50``), not to be combined with
     ``config``. ``callback`` is called at every step (iteration or NFE, see ``config.steps``).
-    Returns the volume and a record ``{method, config, seed, nfe, seconds, ...}``; bad input
-    fails before any heavy work.
+    Returns the volume and a record ``{method, config, seed, nfe, seconds, ...}``; with
+    ``samples`` = K > 1 the volume is the mean of K posterior samples and the record holds
+    ``samples`` and ``std`` (the per-voxel sample standard deviation, a tensor of the volume's
+    shape). Bad input fails before any heavy work.
     """
     entry = _method(method)
     if options and config is not None:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 import operators as ops
 from ctblend.figures import PanelFigure, plot_panels
 from ctblend.geometry_config import Acquisition, Measurements, write_arrays
-from ctblend.metrics import volume_scores
+from ctblend.metrics import uncertainty_scores, volume_scores
 
 from .configs import MethodConfig
 from .methods import method_config, reconstruct
@@ -101,12 +101,14 @@ def measured_case(
 @dataclass(frozen=True)
 class Outcome:
     """A reconstruction ``x`` (CPU float32, not clipped), the method's record, its scores against
-    the truth (None without one) and the wall time of the reconstruction."""
+    the truth (None without one), the wall time of the reconstruction and, for K > 1 posterior
+    samples, their per-voxel standard deviation ``std`` (x is then their mean)."""
 
     x: Tensor
     record: dict
     scores: dict[str, float] | None
     seconds: float
+    std: Tensor | None = None
 
 
 class _Progress:
@@ -150,8 +152,14 @@ def run_method(
         bar.close()
     seconds = time.perf_counter() - start
     x = x.detach().float().cpu()
-    scores = None if case.truth is None else volume_scores(x, case.truth)
-    return Outcome(x, record, scores, seconds)
+    std = record.pop("std", None)
+    std = None if std is None else std.detach().float().cpu()
+    scores = None
+    if case.truth is not None:
+        scores = volume_scores(x, case.truth)
+        if std is not None:
+            scores.update(uncertainty_scores(x, std, case.truth))
+    return Outcome(x, record, scores, seconds, std)
 
 
 def plot_case(

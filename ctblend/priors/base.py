@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -203,3 +204,12 @@ class SliceWisePrior(NetworkPrior):
         """x_t: (Z, H, W) → ε (Z, H, W); ``step`` and ``generator`` are unused."""
         check_volume(x_t, self.image_size)
         return self.net(self.inputs(x_t), t, self.label)[:, 0].to(x_t.dtype)
+
+    def eps_batch(
+        self, x_t: Tensor, t: int, step: int, generators: Sequence[torch.Generator]
+    ) -> Tensor:
+        """K independent volumes x_t (K, Z, H, W) → ε (K, Z, H, W) in one batched network
+        pass; ``step`` and ``generators`` are unused."""
+        check_volume(x_t[0], self.image_size)
+        inputs = torch.cat([self.inputs(v) for v in x_t])
+        return self.net(inputs, t, self.label)[:, 0].reshape(x_t.shape).to(x_t.dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -64,3 +65,20 @@ class BlendPPPrior(NetworkPrior):
         index = torch.tensor([g.indices for g in partition.groups], device=x_t.device)
         group_eps = self.eps_groups(x_t[index], t, partition.label)
         return scatter_groups(group_eps, partition).to(x_t.dtype)
+
+    def eps_batch(
+        self, x_t: Tensor, t: int, step: int, generators: Sequence[torch.Generator]
+    ) -> Tensor:
+        """K independent volumes x_t (K, Z, H, W) → ε (K, Z, H, W): volume k is partitioned
+        with ``generators[k]`` (as :meth:`eps` would), all groups in one batched network pass
+        (one label: whether a step is a cross step depends on the step alone)."""
+        check_volume(x_t[0], self.image_size)
+        parts = [self.policy(x_t.shape[1], step, g) for g in generators]
+        groups = [
+            v[torch.tensor([g.indices for g in p.groups], device=x_t.device)]
+            for v, p in zip(x_t, parts, strict=True)
+        ]
+        group_eps = self.eps_groups(torch.cat(groups), t, parts[0].label)
+        chunks = group_eps.split([len(p.groups) for p in parts])
+        eps = [scatter_groups(c, p) for c, p in zip(chunks, parts, strict=True)]
+        return torch.stack(eps).to(x_t.dtype)

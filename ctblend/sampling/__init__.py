@@ -8,7 +8,7 @@ from .consistency import (
     diff_z,
     diff_z_adjoint,
 )
-from .sampler import posterior_sample
+from .sampler import posterior_sample, posterior_samples
 
 __all__ = [
     "ADMMTVz",
@@ -18,4 +18,5 @@ __all__ = [
     "diff_z",
     "diff_z_adjoint",
     "posterior_sample",
+    "posterior_samples",
 ]

@@ -1,7 +1,7 @@
 """Data-consistency strategies applied to Tweedie's x̂0 at every sampling step.
 
-Each strategy maps x̂0 (in measurement units, ``(Z, H, W)`` in [0, 1]) to a data-consistent
-volume. State that must persist across steps (ADMM's split variable and dual) lives in the
+Each strategy maps x̂0 (in measurement units, ``(..., Z, H, W)`` in [0, 1]; leading axes are
+independent samples) to a data-consistent volume. State that must persist across steps (ADMM's split variable and dual) lives in the
 strategy object, never in the sampler; ``reset()`` clears it before a new reconstruction.
 """
 
@@ -25,14 +25,14 @@ class DataConsistency(Protocol):
 
 
 def diff_z(x: Tensor) -> Tensor:
-    """Forward difference along slices, no wrap-around: ``(Z, H, W) → (Z−1, H, W)``."""
-    return x[1:] - x[:-1]
+    """Forward difference along slices, no wrap-around: ``(..., Z, H, W) → (..., Z−1, H, W)``."""
+    return x[..., 1:, :, :] - x[..., :-1, :, :]
 
 
 def diff_z_adjoint(d: Tensor) -> Tensor:
-    """Adjoint of ``diff_z``: ``(Z−1, H, W) → (Z, H, W)``."""
-    zero = torch.zeros_like(d[:1])
-    return torch.cat([zero, d]) - torch.cat([d, zero])
+    """Adjoint of ``diff_z``: ``(..., Z−1, H, W) → (..., Z, H, W)``."""
+    zero = torch.zeros_like(d[..., :1, :, :])
+    return torch.cat([zero, d], dim=-3) - torch.cat([d, zero], dim=-3)
 
 
 @dataclass
@@ -118,7 +118,7 @@ class ADMMTVz:
         if self.rho == 0:  # no coupling along z: plain CG, i.e. DDS-2D
             return ops.cg(A, y, self.iterations, x0=x0_hat)
         if self.z is None or not self.persistent:  # shaped like D_z x: one slice fewer than x
-            self.z = x0_hat.new_zeros((x0_hat.shape[0] - 1, *x0_hat.shape[1:]))
+            self.z = torch.zeros_like(diff_z(x0_hat))
             self.w = torch.zeros_like(self.z)
         x = x0_hat
         for _ in range(self.admm_iterations):
