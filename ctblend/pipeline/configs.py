@@ -176,10 +176,11 @@ class TVConfig(MethodConfig, method="tv"):
 @dataclass(frozen=True)
 class DiffusionConfig(MethodConfig):
     """What every diffusion method takes: NFE, DDIM η ∈ [0, 1], CG iterations per step, seed,
-    the number of posterior samples (``samples`` = K: seeds seed … seed + K − 1 in one batch; the
-    reconstruction is their mean and a per-voxel standard deviation comes with it), whether each Tweedie x̂0 is clipped to the data range before data consistency (``clip_x0``),
-    and which ε the DDIM step carries (``eps_from``): ``network`` keeps the network's ε (DDS),
-    ``x0`` re-derives it from the data-consistent x̂0, ε = (x_t − √ᾱ_t x̂0′)/√(1 − ᾱ_t)
+    the number of posterior samples (``samples`` = K: seeds seed … seed + K − 1 in one batch;
+    the reconstruction is their mean and a per-voxel standard deviation comes with it), whether
+    each Tweedie x̂0 is clipped to the data range before data consistency (``clip_x0``), and
+    which ε the DDIM step carries (``eps_from``): ``network`` keeps the network's ε (DDS), ``x0``
+    re-derives it from the data-consistent x̂0′, ε = (x_t − √ᾱ_t x̂0′)/√(1 − ᾱ_t)
     (guided-diffusion's ``_predict_eps_from_xstart``, DiffPIR).
 
     The data consistency (``consistency``): ``cg`` (one global CG solve), ``cg-slice``

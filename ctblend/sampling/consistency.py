@@ -1,8 +1,9 @@
 """Data-consistency strategies applied to Tweedie's x̂0 at every sampling step.
 
 Each strategy maps x̂0 (in measurement units, ``(..., Z, H, W)`` in [0, 1]; leading axes are
-independent samples) to a data-consistent volume. State that must persist across steps (ADMM's split variable and dual) lives in the
-strategy object, never in the sampler; ``reset()`` clears it before a new reconstruction.
+independent samples) to a data-consistent volume. State that must persist across steps (ADMM's
+split variable and dual) lives in the strategy object, never in the sampler; ``reset()`` clears
+it before a new reconstruction.
 """
 
 from __future__ import annotations
