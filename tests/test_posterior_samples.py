@@ -132,3 +132,25 @@ def test_uncertainty_scores_against_hand_computed_values():
     assert scores["within_2std"] == pytest.approx((e <= 2 * std[mask]).mean())
     assert scores["std_error_spearman"] == pytest.approx(spearmanr(std[mask], e).statistic)
     assert 0.0 < scores["within_2std"] < 1.0
+
+
+def test_recon_writes_the_mean_and_std_of_k_samples(tmp_path, dicom_dir):
+    """The issue's command: ``recon <DICOM> --protocol svct8 --slices 0:6 --method
+    diffusionblend++ --nfe 6 --samples 3`` writes ``recon`` and ``std`` with ``samples`` = 3."""
+    import subprocess
+    import sys
+
+    import h5py
+
+    out = tmp_path / "u.h5"
+    command = [
+        sys.executable, "-m", "ctblend", "recon", str(dicom_dir), "--protocol", "svct8",
+        "--slices", "0:6", "--method", "diffusionblend++", "--nfe", "6", "--samples", "3",
+        "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with h5py.File(out) as f:
+        recon, std, samples = f["recon"][...], f["std"][...], f.attrs["samples"]
+    assert recon.shape == std.shape == (6, 128, 128) and samples == 3
+    assert np.isfinite(std).all() and std.min() >= 0 and std.mean() > 0

@@ -52,6 +52,11 @@ def add_arguments(p) -> None:
         "prior; for fbp-unet the shipped network of the protocol)",
     )
     p.add_argument("--nfe", type=common.positive_int, help="diffusion steps (default 200; dds 100)")
+    p.add_argument(
+        "--samples",
+        type=common.positive_int,
+        help="posterior samples K (diffusion methods): recon = their mean, std beside it",
+    )
     common.add_precision(p)
     p.add_argument("--overwrite", action="store_true", help="recompute existing outputs")
     p.add_argument(
@@ -72,6 +77,8 @@ def _method_config(method: str, overrides: dict, args: argparse.Namespace):
     options = dict(overrides)
     if args.nfe is not None:
         options["nfe"] = args.nfe
+    if args.samples is not None:
+        options["samples"] = args.samples
     if method in PRIOR_OF_METHOD and args.seed is not None:
         options.setdefault("seed", args.seed)
     return method_config(method, options)

@@ -145,5 +145,8 @@ def reconstruct_file(
     with removed_on_error(png, out):
         psnr = {key: result.scores["volume_psnr"]} if result.scores else None
         plot_case(case, panels, png, f"{source.name} — {acq.describe()} — {method}", psnr)
-        write_case(out, case, {"recon": np.asarray(result.x)}, attrs)
+        arrays = {"recon": np.asarray(result.x)}
+        if result.std is not None:  # K posterior samples: recon is their mean
+            arrays["std"] = np.asarray(result.std)
+        write_case(out, case, arrays, {**attrs, "samples": record.get("samples", 1)})
     return result.scores or {}
