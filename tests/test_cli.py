@@ -232,7 +232,8 @@ def test_simulate_custom_geometry_and_recon_a_volume_file(work, tmp_path):
 
 
 def _error_cases(work: Path, tmp_path: Path) -> dict[str, tuple[list, str]]:
-    """name → (arguments, text the one-line message must contain); every case writes a.h5."""
+    """name → (arguments, text the one-line message must contain); every case writes a.h5, but
+    the first three, which run at once: one writer per output would refuse the second."""
     (tmp_path / "model.pt").write_bytes(b"\x80\x04not really a pickle")
     (tmp_path / "nodet.yaml").write_text("type: parallel\nangles: 8\n")
     (tmp_path / "bad.yaml").write_text("nfe: 3\nflavour: strong\n")
@@ -241,8 +242,69 @@ def _error_cases(work: Path, tmp_path: Path) -> dict[str, tuple[list, str]]:
     (tmp_path / "cut.h5").write_bytes(data[: len(data) // 3])
     hu = (ct_phantom((4, 32, 32), seed=1) * 4095 - 1024).astype(np.float32)
     write_hdf5(tmp_path / "volume.h5", hu, spacing_mm=(2.0, 12.5, 12.5))
+    np.save(tmp_path / "plain.npy", hu)
+    np.savez(
+        tmp_path / "inf.npz", hu=np.full((4, 32, 32), np.inf, np.float32), spacing_mm=[1, 1, 1]
+    )
+    cone = "type: cone\nangles: 8\nsrc_orig: 256\norig_det: 256\n"
+    (tmp_path / "cone1020.yaml").write_text(cone + "det_shape: [10, 20]\n")
+    (tmp_path / "inside.yaml").write_text(cone.replace("256\no", "10\no") + "det_shape: [99, 99]\n")
+    (tmp_path / "fan16.yaml").write_text(
+        "type: fan_flat\nangles: 8\ndet_count: 16\nsrc_orig: 256\norig_det: 256\n"
+    )
     sino = work / "sino.h5"
+    phantom32 = ["simulate", "phantom", "--phantom-slices", 4, "--scale", 32]
     return {
+        "cone detector of 10 x 20 pixels": (
+            [*phantom32, "--geometry", "cone1020.yaml", "--out", "c.h5"],
+            "cone1020.yaml on a 4 × 32 × 32 volume: the detector (10 × 20 pixels) does not cover",
+        ),
+        "fan detector of 16 bins": (
+            ["recon", "volume.h5", "--geometry", "fan16.yaml", "--scale", 32, "--out", "f.h5"],
+            "the detector (16 bins) does not cover",
+        ),
+        "source inside the volume": (
+            [*phantom32, "--geometry", "inside.yaml", "--out", "s.h5"],
+            "the source at view 0 (0, -10, 0) lies inside or on the 32 × 32 × 4 volume box",
+        ),
+        "all-inf volume": (
+            ["recon", "inf.npz", "--protocol", "svct8", "--out", "a.h5"],
+            "inf.npz: 4096 of 4096 values are NaN or inf",
+        ),
+        "scale beyond the memory": (
+            ["recon", "phantom", "--protocol", "svct8", "--scale", 100000, "--out", "a.h5"],
+            "phantom: a 36 × 100000 × 100000 volume needs ~",
+        ),
+        "npy without spacing": (
+            ["recon", "plain.npy", "--protocol", "svct8", "--out", "a.h5"],
+            "(--spacing DZ,DY,DX on the command line)",
+        ),
+        "bad spacing": (
+            ["recon", "plain.npy", "--spacing", "3,1", "--protocol", "svct8", "--out", "a.h5"],
+            "expected three positive numbers DZ,DY,DX",
+        ),
+        "an FBP-UNet as a diffusion prior": (
+            ["recon", sino, "--method", "dds", "--prior", "fbpunet_cpu128_svct8", "--out", "a.h5"],
+            "an FBP-UNet network (for protocol svct8), not a diffusion prior",
+        ),
+        "eta out of range, refused before the (broken) prior is read": (
+            [
+                "recon",
+                sino,
+                "--method",
+                "diffusionblend++",
+                "eta=5",
+                "--prior",
+                tmp_path / "model.pt",
+                "--out",
+                "a.h5",
+            ],
+            "eta=5",
+        ),
+        "bench into an unwritable folder": (
+            ["bench", "--quick", "--out", "/proc/bench"],
+            "/proc/bench",
+        ),
         "missing input": (["recon", tmp_path / "missing.h5", "--out", "a.h5"], "missing.h5"),
         "unknown method": (["recon", sino, "--method", "magic", "--out", "a.h5"], "'magic'"),
         "mismatched checkpoint": (
@@ -363,6 +425,11 @@ def test_user_errors_exit_2_with_one_line_and_no_output(work, tmp_path, monkeypa
         "notes.h5",
         "cut.h5",
         "volume.h5",
+        "plain.npy",
+        "inf.npz",
+        "cone1020.yaml",
+        "inside.yaml",
+        "fan16.yaml",
     }
 
 
@@ -620,3 +687,51 @@ def test_a_bad_entry_of_a_batch_fails_alone(tmp_path, monkeypatch):
     assert files_in(tmp_path / "vols_fbp") == {"good_fbp.h5", "good_fbp.png"}
     lines = err.getvalue().strip().splitlines()
     assert "bad.h5: not an HDF5 file" in lines[0] and "1 of 2 inputs failed" in lines[-1]
+
+
+def test_a_plain_npy_volume_with_spacing(tmp_path):
+    """``--spacing DZ,DY,DX`` gives a ``.npy`` its voxel size; the file records it."""
+    hu = (ct_phantom((4, 32, 32), seed=3) * 4095 - 1024).astype(np.float32)
+    np.save(tmp_path / "x.npy", hu)
+    args = ["recon", "x.npy", "--spacing", "3,1.5,1.5", "--protocol", "svct8", "--scale", 32]
+    ok(ctblend(*args, "--out", "x.h5", cwd=tmp_path))
+    assert attrs_of(tmp_path / "x.h5")["spacing_mm"].tolist() == [3.0, 1.5, 1.5]
+
+
+def test_fbp_unet_picks_the_shipped_network_of_the_protocol(tmp_path):
+    """As the demo does: svct8 → fbpunet_cpu128_svct8; a protocol without one is one line."""
+    args = ["recon", "phantom", "--phantom-slices", 3, "--method", "fbp-unet"]
+    ok(ctblend(*args, "--protocol", "svct8", "--out", "u.h5", cwd=tmp_path))
+    assert attrs_of(tmp_path / "u.h5")["prior"].endswith("fbpunet_cpu128_svct8")
+    proc = ctblend(*args, "--protocol", "svct5", "--out", "v.h5", cwd=tmp_path)
+    assert proc.returncode == 2 and "no FBP-UNet is shipped for svct5 at 128²" in proc.stderr
+    assert files_in(tmp_path) == {"u.h5", "u.png"}
+
+
+def test_batch_errors_name_the_entry_once_and_a_broken_dcm_is_broken(tmp_path, dicom_dir):
+    vols = tmp_path / "vols"
+    vols.mkdir()
+    (vols / "bad.h5").write_text("a text file, renamed\n")
+    (vols / "x.npy").write_bytes(np.zeros((2, 8, 8), np.int16).tobytes())  # no header
+    proc = ctblend("recon", "--inputs", "vols", "--protocol", "svct8", cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 3, proc.stderr
+    for line, name in zip(lines, ("bad.h5", "x.npy"), strict=False):
+        assert line.count(f"vols/{name}") == 1, line
+    data = (dicom_dir / "0001.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:60000])
+    (tmp_path / "one.dcm").write_bytes(data)
+    for name, expected in (
+        ("cut.dcm", "a broken DICOM file (truncated file"),
+        ("one.dcm", "a single DICOM file"),
+    ):
+        proc = ctblend("recon", name, "--protocol", "svct8", cwd=tmp_path)
+        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+
+
+def test_info_lists_every_operator_backend(tmp_path):
+    from operators.backends import BACKENDS
+
+    proc = ok(ctblend("info", cwd=tmp_path))
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("operator backends:"))
+    assert [b for b in BACKENDS if b != "auto" and f"{b} (" not in line] == []

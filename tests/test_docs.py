@@ -70,7 +70,8 @@ PYTHON_REDUCTIONS = (
 def _reduced_command(line: str) -> str:
     """One shell command with fewer steps, slices, processes and NFE (its comment kept)."""
     code, comment = re.match(r"(.*?)(\s+#.*)?$", line).groups()
-    code = re.sub(r"--(nfe|steps|nproc_per_node|n-slices) \d+", lambda m: f"--{m[1]} 2", code)
+    code = re.sub(r"--(nfe|steps|nproc_per_node) \d+", lambda m: f"--{m[1]} 2", code)
+    code = re.sub(r"--n-slices \d+", "--n-slices 3", code)  # a blend++ partition needs 3
     extra = []
     if "ctblend demo" in code:
         extra += [] if "--quick" in code else ["--quick"]
