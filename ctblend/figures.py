@@ -106,6 +106,7 @@ def plot_panels(
     title: str | None = None,
     psnr: Mapping[str, float] | None = None,
     value_label: str | None = None,
+    std: Mapping[str, np.ndarray] | None = None,
     dpi: int = 100,
 ) -> PanelFigure:
     """Axial / coronal / sagittal rows × one column per volume, written as a PNG to ``path``.
@@ -120,7 +121,9 @@ def plot_panels(
     planes (marked on the first column). ``slices``: (z, y, x) indices of the three planes
     (default: the centre). ``spacing``: voxel size (dz, dy, dx) for the aspect ratios.
     ``value_label``: the grey colorbar's label (default: the CT units and the window in HU,
-    :func:`ct_value_label`; volumes are in those units).
+    :func:`ct_value_label`; volumes are in those units). ``std``: name → ``(Z, H, W)``
+    per-voxel posterior standard deviation of that column's volume (the mean of K samples);
+    three "<plane> std" rows (uncertainty maps, same planes, one colour scale from 0) follow.
     """
     if not volumes:
         raise ValueError("plot_panels: no volumes given; expected name → (Z, H, W) arrays")
@@ -139,7 +142,13 @@ def plot_panels(
     compared = [k for k in keys if k != truth_key] if truth is not None else []
     err = float(error_window) if error_window is not None else (vmax - vmin) / 5.0
 
+    stds = {str(k): _as_array(f"std of {k}", v) for k, v in (std or {}).items()}
+    unknown = [k for k in stds if k not in arrays or stds[k].shape != shape]
+    if unknown:
+        raise ValueError(f"plot_panels: std for {unknown}; expected volumes' names and shape")
     rows = list(PLANES) + ([f"{p} error" for p in PLANES] if compared else [])
+    rows += [f"{p} std" for p in PLANES] if stds else []
+    std_top = max((float(np.percentile(a, 99.5)) for a in stds.values()), default=0.0) or 1e-6
     index = {"axial": z, "coronal": y, "sagittal": x}
     extent = {  # physical (height, width) of each plane's image
         "axial": (shape[1] * dy, shape[2] * dx),
@@ -156,7 +165,7 @@ def plot_panels(
     fig = Figure(figsize=(col_w * len(keys) + 1.2, col_w * sum(ratios) + 0.8), layout="constrained")
     grid = fig.add_gridspec(len(rows) + 1, len(keys), height_ratios=ratios)
     axes: dict[tuple[str, str], Axes] = {}
-    image_artist = error_artist = None
+    image_artist = error_artist = std_artist = None
     for r, row in enumerate(rows):
         plane = row.split()[0]
         for c, key in enumerate(keys):
@@ -170,6 +179,14 @@ def plot_panels(
                 image_artist = ax.imshow(
                     img, cmap="gray", vmin=vmin, vmax=vmax, origin=origin, aspect=aspect[plane]
                 )
+            elif row.endswith(" std"):
+                if key not in stds:
+                    ax.set_axis_off()
+                    continue
+                std_artist = ax.imshow(
+                    _plane(stds[key], plane, index[plane]),
+                    cmap="magma", vmin=0.0, vmax=std_top, origin=origin, aspect=aspect[plane],
+                )  # fmt: skip
             elif key == truth_key:
                 ax.set_axis_off()
                 continue
@@ -178,9 +195,10 @@ def plot_panels(
                 error_artist = ax.imshow(
                     diff, cmap="RdBu_r", vmin=-err, vmax=err, origin=origin, aspect=aspect[plane]
                 )
-            if c == 0 or (row not in PLANES and key == compared[0]):
+            first_shown = next(k for k in keys if k in stds) if row.endswith(" std") else None
+            if c == 0 or (row not in PLANES and key in (first_shown or compared[0],)):
                 axis = {"axial": "z", "coronal": "y", "sagittal": "x"}[plane]
-                where = f"{axis} = {index[plane]}" if row in PLANES else "error"
+                where = f"{axis} = {index[plane]}" if row in PLANES else row.split()[1]
                 ax.set_ylabel(f"{plane}\n{where}", fontsize=8)
             if r == 0:
                 label = key
@@ -209,6 +227,16 @@ def plot_panels(
             ax=[axes[(f"{p} error", k)] for p in PLANES for k in compared],
             shrink=0.6,
             label=f"volume − truth{units}",
+        )
+    if std_artist is not None:
+        units = (
+            "" if value_label else f" ({CT_UNITS}; {std_top:.3g} = {HU_PER_UNIT * std_top:.0f} HU)"
+        )
+        fig.colorbar(
+            std_artist,
+            ax=[axes[(f"{p} std", k)] for p in PLANES for k in stds],
+            shrink=0.6,
+            label=f"posterior std{units}",
         )
     profile = fig.add_subplot(grid[len(rows), :])
     positions = np.arange(shape[0]) * dz

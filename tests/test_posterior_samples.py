@@ -154,3 +154,22 @@ def test_recon_writes_the_mean_and_std_of_k_samples(tmp_path, dicom_dir):
         recon, std, samples = f["recon"][...], f["std"][...], f.attrs["samples"]
     assert recon.shape == std.shape == (6, 128, 128) and samples == 3
     assert np.isfinite(std).all() and std.min() >= 0 and std.mean() > 0
+
+
+def test_panels_draw_an_uncertainty_row_per_plane(tmp_path):
+    from ctblend.figures import plot_panels
+
+    truth = np.random.default_rng(0).random((6, 16, 16))
+    recon = truth + 0.01
+    std = np.zeros_like(truth)
+    std[:, 8, 8] = 0.3  # one bright voxel column: the std image shows it, the others do not
+    fig = plot_panels(
+        {"ground truth": truth, "fbp": recon, "dbpp": recon}, tmp_path / "p.png", std={"dbpp": std}
+    )
+    rows = {row for row, _ in fig.axes}
+    assert {"axial std", "coronal std", "sagittal std"} <= rows
+    image = fig.axes[("axial std", "dbpp")].get_images()[0].get_array()
+    assert image[8, 8] == pytest.approx(0.3) and image[0, 0] == 0
+    assert not fig.axes[("axial std", "fbp")].axison  # no samples, no map
+    with pytest.raises(ValueError, match="std for \\['other'\\]"):
+        plot_panels({"a": truth}, tmp_path / "q.png", std={"other": std})

@@ -144,7 +144,8 @@ def reconstruct_file(
     png = out.with_suffix(".png")
     with removed_on_error(png, out):
         psnr = {key: result.scores["volume_psnr"]} if result.scores else None
-        plot_case(case, panels, png, f"{source.name} — {acq.describe()} — {method}", psnr)
+        std = None if result.std is None else {key: result.std}
+        plot_case(case, panels, png, f"{source.name} — {acq.describe()} — {key}", psnr, std=std)
         arrays = {"recon": np.asarray(result.x)}
         if result.std is not None:  # K posterior samples: recon is their mean
             arrays["std"] = np.asarray(result.std)

@@ -169,8 +169,10 @@ def plot_case(
     title: str,
     psnr: Mapping[str, float] | None = None,
     window_hu: tuple[float, float] = DEFAULT_WINDOW_HU,
+    std: Mapping[str, Tensor] | None = None,
 ) -> PanelFigure:
-    """Panels of the truth (when known) and ``volumes`` in the HU window ``window_hu``."""
+    """Panels of the truth (when known) and ``volumes`` in the HU window ``window_hu``, with
+    uncertainty rows for the volumes that have a posterior ``std``."""
     truth = {} if case.truth is None else {"ground truth": case.truth.cpu()}
     return plot_panels(
         {**truth, **volumes},
@@ -179,6 +181,7 @@ def plot_case(
         spacing=case.spacing_mm,
         title=title,
         psnr=psnr,
+        std=std,
     )
 
 
