@@ -4,8 +4,9 @@
 central of 48 slices of the held-out test chest CT ``cptac_pda_chest``, 128 × 128, CC BY 3.0, see
 ``ctblend/data/excerpts/LICENSE.md``), 8 noiseless parallel views (``svct8``), and runs FBP,
 SIRT, TV, FBP-UNet (when a network for the protocol is shipped as
-``ctblend/weights/fbpunet_cpu128_<protocol>``) and — when a DiffusionBlend++ prior is installed in
-``ctblend/weights/blendpp_cpu128`` (or given) — DiffusionBlend++ with 50 NFE. It prints a
+``ctblend/weights/fbpunet_cpu128_<protocol>``), DDS (the shipped 2D prior ``slice2d_cpu128`` with
+ADMM TV along z) and — when a DiffusionBlend++ prior is installed in
+``ctblend/weights/blendpp_cpu128`` (or given) — DiffusionBlend++, both with 50 NFE. It prints a
 PSNR/SSIM table and writes a figure, a sinogram view, the table and an HDF5 file with every
 reconstruction. ``phantom=True`` uses the procedural phantom instead; ``volume_path`` any volume
 ``read_volume`` reads (DICOM folder, HDF5, NIfTI, NumPy).
@@ -38,7 +39,7 @@ from ctblend.runtime import resolve_device
 
 __all__ = ["DEMO_METHODS", "DemoResult", "demo_excerpt", "run_demo", "score_table"]
 
-DEMO_METHODS = ("fbp", "sirt", "tv", "fbp-unet", "diffusionblend++")
+DEMO_METHODS = ("fbp", "sirt", "tv", "fbp-unet", "dds", "diffusionblend++")
 # Settings of the full demo and of the shortened one (--quick, used in CI).
 FULL = {"n_slices": 32, "nfe": 50, "sirt_iterations": 200, "tv_iterations": 100}
 QUICK = {"n_slices": 9, "nfe": 10, "sirt_iterations": 50, "tv_iterations": 30}
@@ -82,26 +83,33 @@ class DemoResult:
     figure: PanelFigure
 
 
-def _load_demo_prior(prior, size: int, device, precision: str, log) -> tuple[Any, Path | None]:
+def _load_demo_prior(
+    kind: str, prior, size: int, device, precision: str, log
+) -> tuple[Any, Path | None]:
+    """The ``kind`` prior of the demo: ``prior`` (a folder or shipped name), else the shipped
+    one of that kind at ``size``² (None, with a logged reason, when there is none)."""
+    from ctblend.data.scaling import SCALES
     from ctblend.priors.base import precision_options
     from ctblend.priors.loading import load_prior, read_spec
 
     if prior is None:
-        path = shipped_prior()
+        scale = next((name for name, n in SCALES.items() if n == size), str(size))
+        name = SHIPPED_PRIOR if kind == "blend++" else shipped_name(kind, scale)
+        path = shipped_prior(name)
         if path is None:
             log(
-                f"no shipped prior is installed ({weights_dir() / SHIPPED_PRIOR} not found): "
-                "running fbp, sirt and tv only (train one with `ctblend train` or pass --prior)"
+                f"no shipped {kind} prior is installed ({weights_dir() / name} not found): "
+                "skipping the methods that need it (train one with `ctblend train`)"
             )
             return None, None
         trained = read_spec(path).image_size
         if trained != size:
-            log(f"the shipped prior works at {trained}×{trained}, not {size}: skipping it")
+            log(f"the shipped {kind} prior works at {trained}×{trained}, not {size}: skipping it")
             return None, None
     else:
         path = resolve_prior(prior)
     options = precision_options(precision, device)
-    return load_prior(path, kind="blend++", image_size=size, device=device, **options), path
+    return load_prior(path, kind=kind, image_size=size, device=device, **options), path
 
 
 def _shipped_fbp_unet(protocol: str, size: int, device):
@@ -125,6 +133,7 @@ def run_demo(
     n_slices: int | None = None,
     size: int | str = "cpu128",
     seed: int = 0,
+    samples: int = 1,
     quick: bool = False,
     slices: tuple[int, int] | None = None,
     protocol: str = "svct8",
@@ -140,7 +149,9 @@ def run_demo(
     (datasets ``truth``, ``sinogram``, ``recon/<method>``; scores and settings as attributes)
     into ``out_dir``. The input: ``volume_path``, else the procedural phantom when ``phantom``,
     else the shipped excerpt (:func:`demo_excerpt`). ``quick`` shortens every default (9 slices,
-    10 NFE, fewer iterations). ``precision``: the prior's network precision, ``auto`` (bf16 where
+    10 NFE, fewer iterations). ``samples``: posterior samples of each diffusion method (K > 1:
+    their mean is shown and scored, ``std/<method>`` and an uncertainty row beside it).
+    ``precision``: the prior's network precision, ``auto`` (bf16 where
     the hardware has it natively, else fp32), ``fp32`` (reference) or ``bf16`` (fp32 with a
     logged reason where the CPU lacks native bf16)."""
     out = check_writable(out_dir)
@@ -152,8 +163,11 @@ def run_demo(
     unknown = [m for m in methods if m not in DEMO_METHODS]
     if unknown:
         raise ValueError(f"demo methods {unknown}; expected some of {', '.join(DEMO_METHODS)}")
-    if nfe < 1 or n_slices < 3:
-        raise ValueError(f"nfe={nfe}, n_slices={n_slices}; expected nfe >= 1 and n_slices >= 3")
+    if nfe < 1 or n_slices < 3 or samples < 1:
+        raise ValueError(
+            f"nfe={nfe}, n_slices={n_slices}, samples={samples}; expected nfe >= 1, "
+            "n_slices >= 3 and samples >= 1"
+        )
     dev = resolve_device(device)
     size = scale_size(size)
     if phantom:
@@ -174,14 +188,18 @@ def run_demo(
     prior_path = None
     if "diffusionblend++" in methods:
         networks["diffusionblend++"], prior_path = _load_demo_prior(
-            prior, size, dev, precision, log
+            "blend++", prior, size, dev, precision, log
         )
+    if "dds" in methods:
+        networks["dds"], _ = _load_demo_prior("slice2d", None, size, dev, precision, log)
     if "fbp-unet" in methods:
         networks["fbp-unet"] = _shipped_fbp_unet(acquisition.name, size, dev)
+    diffusion = {"nfe": nfe, "seed": seed, **({"samples": samples} if samples > 1 else {})}
     options = {
         "sirt": {"iterations": settings["sirt_iterations"]},
         "tv": {"lam": TV_LAMBDA, "iterations": settings["tv_iterations"]},
-        "diffusionblend++": {"nfe": nfe, "seed": seed},
+        "dds": diffusion,
+        "diffusionblend++": diffusion,
     }
     outcomes = {}
     for method in (m for m in METHODS if m in methods):
@@ -206,7 +224,8 @@ def run_demo(
     title = f"{Path(vol.source).name} — {acquisition.name}"
     recons = {m: o.x for m, o in outcomes.items()}
     psnr = {method: s["volume_psnr"] for method, s in scores.items()}
-    figure = plot_case(case, recons, out / "demo.png", title, psnr, window_hu)
+    stds = {m: o.std for m, o in outcomes.items() if o.std is not None}
+    figure = plot_case(case, recons, out / "demo.png", title, psnr, window_hu, std=stds or None)
     files = {
         "figure": figure.path,
         "sinogram": out / "demo_sinogram.png",
@@ -227,6 +246,7 @@ def run_demo(
         "truth": case.truth,
         "sinogram": case.y.cpu(),
         **{f"recon/{m}": r for m, r in recons.items()},
+        **{f"std/{m}": sd for m, sd in stds.items()},
     }
     write_case(files["hdf5"], case, arrays, attrs)
     log("")

@@ -107,3 +107,25 @@ def test_the_demo_output_folder_is_git_ignored():
         ["git", "check-ignore", "-q", "ctblend_demo/demo.png"], cwd=REPO, check=False
     )
     assert proc.returncode == 0
+
+
+def test_demo_shows_dds_and_the_std_of_posterior_samples(tmp_path):
+    """DDS (the method that beat DiffusionBlend++) sits beside it; --samples 2 stores each
+    diffusion method's std and draws its uncertainty rows."""
+    result = run_demo(
+        out_dir=tmp_path / "d",
+        quick=True,
+        nfe=2,
+        samples=2,
+        methods=("fbp", "dds", "diffusionblend++"),
+        log=lambda _: None,
+        progress=False,
+    )
+    assert list(result.scores) == ["fbp", "dds", "diffusionblend++"]
+    with h5py.File(result.files["hdf5"]) as f:
+        for method in ("dds", "diffusionblend++"):
+            std = f[f"std/{method}"][...]
+            assert std.shape == f[f"recon/{method}"].shape and std.mean() > 0
+        assert "std/fbp" not in f
+    assert ("axial std", "dds") in result.figure.axes
+    assert "| dds |" in result.table

@@ -45,6 +45,12 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--nfe", type=common.positive_int, help="diffusion steps (default 50; 10 with --quick)"
     )
+    p.add_argument(
+        "--samples",
+        type=common.positive_int,
+        default=1,
+        help="posterior samples per diffusion method (mean shown, std row beside it)",
+    )
     p.add_argument("--quick", action="store_true", help="a shortened run (CI): 9 slices, 10 steps")
     common.add_precision(p)
     p.add_argument("--prior", metavar="PATH", help=PRIOR_HELP)
@@ -53,7 +59,7 @@ def add_arguments(p) -> None:
         "--size", type=common.scale, default="cpu128", help="in-plane size (default cpu128 = 128)"
     )
     p.add_argument(
-        "--methods", help="comma-separated subset of fbp,sirt,tv,fbp-unet,diffusionblend++"
+        "--methods", help="comma-separated subset of fbp,sirt,tv,fbp-unet,dds,diffusionblend++"
     )
     p.add_argument(
         "--out",
@@ -94,6 +100,7 @@ def _run(args: argparse.Namespace, methods: tuple[str, ...]) -> None:
         n_slices=args.n_slices,
         size=args.size,
         seed=args.seed or 0,
+        samples=args.samples,
         quick=args.quick,
         slices=args.slices,
         protocol=args.protocol,
