@@ -301,6 +301,10 @@ def _error_cases(work: Path, tmp_path: Path) -> dict[str, tuple[list, str]]:
             ],
             "eta=5",
         ),
+        "sample eta out of range": (
+            ["sample", "--eta", 5, "--out", "a.h5"],
+            "expected a number in [0, 1]",
+        ),
         "bench into an unwritable folder": (
             ["bench", "--quick", "--out", "/proc/bench"],
             "/proc/bench",
@@ -565,13 +569,15 @@ def test_demo_with_a_prior_and_sample(work, tmp_path):
             4,
             "--nfe",
             2,
+            "--spacing",
+            "2.5,1,1",
             "--out",
             "s.h5",
             cwd=tmp_path,
         )
     )
     volume = read_volume(tmp_path / "s.h5")  # readable as a volume (HU), e.g. by simulate
-    assert volume.shape == (4, 32, 32) and volume.spacing_mm == (1.0, 1.0, 1.0)
+    assert volume.shape == (4, 32, 32) and volume.spacing_mm == (2.5, 1.0, 1.0)
     assert -1024 <= volume.hu.min() and volume.hu.max() <= 3071
 
 

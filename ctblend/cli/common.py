@@ -52,6 +52,17 @@ def spacing(text: str) -> tuple[float, float, float]:
     return values
 
 
+def unit_interval(text: str) -> float:
+    """A number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected a number in [0, 1]")
+    return value
+
+
 def check_scale(value: str | int) -> int:
     """``--scale`` as a pixel count (one line for an unknown name), checked before any work."""
     from ctblend.data.scaling import scale_size

@@ -21,14 +21,15 @@ def add_arguments(p) -> None:
         "--n-slices", type=common.positive_int, default=27, metavar="N", help="slices (default 27)"
     )
     p.add_argument("--nfe", type=common.positive_int, default=100, help="DDIM steps (default 100)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM η (default 0: deterministic)")
+    p.add_argument(
+        "--eta", type=common.unit_interval, default=0.0, help="DDIM η in [0, 1] (default 0)"
+    )
     p.add_argument(
         "--spacing",
-        type=float,
-        nargs=3,
+        type=common.spacing,
         default=(1.0, 1.0, 1.0),
-        metavar=("DZ", "DY", "DX"),
-        help="voxel size written to the file (mm)",
+        metavar="DZ,DY,DX",
+        help="voxel size written to the file (mm; default 1,1,1)",
     )
     common.add_precision(p)
     p.add_argument(
