@@ -339,3 +339,18 @@ def test_auto_picks_an_exactly_matched_pair():
     assert ops.Operator(ops.volume((8, 8)), ops.parallel(4, 12)).backend.name == "torch_sparse"
     A = ops.Operator(ops.volume((4, 8, 8)), ops.cone(3, (6, 6), 1.0, 30.0, 10.0))
     assert A.backend.name == "joseph" and ops.dot_test(A) <= 1e-10
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        (ops.volume((3, 12, 12)), ops.parallel(7, 20)),  # slice-wise 2D, torch_sparse
+        (ops.volume((4, 6, 6)), ops.cone(8, (5, 7), 1.3, 20.0, 10.0)),  # joseph
+    ],
+)
+def test_outputs_are_contiguous(geometry):
+    """``A(x)`` and ``A.T(y)`` come back C-contiguous (ASTRA's direct calls and the next
+    product read them without a copy; torch_sparse's were transposed views)."""
+    A = ops.Operator(*geometry)
+    y = A(torch.rand(2, *A.domain_shape))
+    assert y.is_contiguous() and A.T(y).is_contiguous()

@@ -12,6 +12,7 @@ transpose (the same values) and cached per (geometry, device, dtype) in memory a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -158,30 +159,39 @@ def transpose_scipy(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, sh
 
 
 class SparseMatrix:
-    """The CSR matrix ``A`` ``(rays, pixels)`` and its transpose on one device and dtype."""
+    """The CSR matrix ``A`` ``(rays, pixels)`` on one device and dtype, and its transpose,
+    made on first use (a first ``A(x)`` does not wait for it)."""
 
     def __init__(self, crow, col, val, shape: tuple[int, int], device, dtype):
         crow, col = torch.as_tensor(crow, device=device), torch.as_tensor(col, device=device)
         val = torch.as_tensor(val, device=device).to(dtype)
-        index_dtype = torch.int32 if max(len(val), shape[0], shape[1]) < 2**31 else torch.int64
-        transpose = transpose_scipy if crow.device.type == "cpu" else transpose_torch
-        ccol, row, val_t = transpose(crow, col, val, shape)
+        self.shape = shape
+        self._index_dtype = torch.int32 if max(len(val), *shape) < 2**31 else torch.int64
+        self.forward = self._csr(crow, col, val, shape)
+        self.nnz = len(val)
+
+    def _csr(self, crow, col, val, shape) -> torch.Tensor:
         with warnings.catch_warnings(), torch.sparse.check_sparse_tensor_invariants(False):
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            self.forward = torch.sparse_csr_tensor(
-                crow.to(index_dtype), col.to(index_dtype), val, size=shape
+            return torch.sparse_csr_tensor(
+                crow.to(self._index_dtype), col.to(self._index_dtype), val, size=shape
             )
-            self.transpose = torch.sparse_csr_tensor(
-                ccol.to(index_dtype), row.to(index_dtype), val_t, size=shape[::-1]
-            )
-        self.nnz = len(val)
+
+    @functools.cached_property
+    def transpose(self) -> torch.Tensor:
+        """``Aᵀ`` as CSR (rows ascending in each of its rows)."""
+        f = self.forward
+        crow, col, val = f.crow_indices().to(torch.int64), f.col_indices(), f.values()
+        transpose = transpose_scipy if crow.device.type == "cpu" else transpose_torch
+        ccol, row, val_t = transpose(crow, col, val, self.shape)
+        return self._csr(ccol, row, val_t, self.shape[::-1])
 
     @property
     def nbytes(self) -> int:
-        total = 0
-        for m in (self.forward, self.transpose):
-            total += m.values().nbytes + m.col_indices().nbytes + m.crow_indices().nbytes
-        return total
+        made = [self.forward] + ([self.transpose] if "transpose" in self.__dict__ else [])
+        return sum(
+            m.values().nbytes + m.col_indices().nbytes + m.crow_indices().nbytes for m in made
+        )
 
 
 def normalise_device(device) -> torch.device:
@@ -292,7 +302,7 @@ class TorchSparseBackend:
         for start in range(0, batch, _BATCH_BLOCK):
             block = cols[:, start : start + _BATCH_BLOCK].contiguous()
             out[:, start : start + _BATCH_BLOCK] = m @ block
-        return out.T.reshape(batch, *out_shape)
+        return out.T.contiguous().reshape(batch, *out_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, H, W) → (B, n_angles, det_count)``."""
