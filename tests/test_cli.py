@@ -301,6 +301,10 @@ def _error_cases(work: Path, tmp_path: Path) -> dict[str, tuple[list, str]]:
             ],
             "eta=5",
         ),
+        "nfe beyond the prior's timesteps": (
+            ["recon", sino, "--method", "diffusionblend++", "--nfe", 100000, "--out", "a.h5"],
+            "diffusionblend++: option nfe=100000; expected an integer in [1, 1000]",
+        ),
         "sample eta out of range": (
             ["sample", "--eta", 5, "--out", "a.h5"],
             "expected a number in [0, 1]",

@@ -81,11 +81,24 @@ def run(args: argparse.Namespace) -> int:
     from ctblend.demo import DEMO_METHODS
 
     methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else DEMO_METHODS
+    _check_options(args, methods)
     start = time.perf_counter()
     with single_writer(args.out):
         _run(args, methods)
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _check_options(args: argparse.Namespace, methods: tuple[str, ...]) -> None:
+    """The options' bounds, before any volume or network is loaded: the size, and the diffusion
+    methods' configs (their own bounds) with ``--nfe`` / ``--samples``."""
+    from ctblend.pipeline import PRIOR_OF_METHOD, method_config
+
+    common.check_scale(args.size)
+    options = {"samples": args.samples, **({} if args.nfe is None else {"nfe": args.nfe})}
+    for method in methods:
+        if method in PRIOR_OF_METHOD:
+            method_config(method, options)
 
 
 def _run(args: argparse.Namespace, methods: tuple[str, ...]) -> None:

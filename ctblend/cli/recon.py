@@ -181,7 +181,13 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         protocol, size = _network_target(mine, kinds, args, acquisition)
         prior, prior_path = load_network(
-            method, args.prior, device, args.precision, protocol=protocol, size=size
+            method,
+            args.prior,
+            device,
+            args.precision,
+            protocol=protocol,
+            size=size,
+            nfe=getattr(config, "nfe", None),
         )
         how = ReconInput(
             acquisition, args.scale, args.slices, args.phantom_slices, args.seed or 0, args.spacing

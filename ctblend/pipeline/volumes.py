@@ -70,7 +70,7 @@ def _check_size(shape: tuple[int, int, int], volumes: int, source: object) -> No
     check_memory(
         volumes * 4 * z * h * w,
         f"{source}: a {z} × {h} × {w} volume",
-        "a smaller --scale or fewer --slices",
+        "a smaller in-plane size (--scale, --size) or fewer slices",
     )
 
 

@@ -62,13 +62,15 @@ def load_network(
     *,
     protocol: str | None = None,
     size: int = 128,
+    nfe: int | None = None,
 ) -> tuple[Any, Path | None]:
     """(network, its folder) that ``method`` needs — (None, None) for one without: ``prior`` (a
     folder or a shipped name), else the shipped network: for ``fbp-unet`` the one of
     ``protocol`` at ``size``² (as the demo picks it), for ``diffusionblend++`` the shipped prior.
-    A missing, mismatched or unreadable network is a one-line error."""
+    A missing, mismatched or unreadable network, or ``nfe`` beyond the prior's timesteps
+    (checked from its record, before its weights are read), is a one-line error."""
     from ctblend.pipeline.methods import PRIOR_OF_METHOD
-    from ctblend.priors.loading import load_prior
+    from ctblend.priors.loading import load_prior, read_spec
 
     if method == "fbp-unet":
         from ctblend.baselines.fbp_unet import FBPUNet
@@ -90,5 +92,11 @@ def load_network(
         raise ValueError(
             f"method {method!r} needs a trained {PRIOR_OF_METHOD[method]!r} prior: pass "
             "--prior CHECKPOINT (no shipped prior is installed for it)"
+        )
+    steps = read_spec(path).schedule.num_timesteps
+    if nfe is not None and not 1 <= nfe <= steps:
+        raise ValueError(
+            f"{method}: option nfe={nfe}; expected an integer in [1, {steps}] (the diffusion "
+            f"timesteps of {path.name})"
         )
     return load_prior(path, PRIOR_OF_METHOD[method], device=device, precision=precision), path
