@@ -352,3 +352,22 @@ def test_fdk_agrees_with_rtk_fdk(rtk, short_scan):
     ours = ops.fdk(ops.Operator(vol, pg), torch.tensor(y), short_scan=short_scan).numpy()
     theirs = rtk.fdk(y, vol, pg, short_scan=short_scan)
     assert np.linalg.norm(ours - theirs) <= 0.01 * np.linalg.norm(theirs)
+
+
+def test_faces_rtk_integrates_between_the_outermost_voxel_centres(rtk):
+    """Our voxels are cells that fill the box up to its faces (as ASTRA's); RTK clips each ray
+    to the box spanned by the outermost voxel centres (ITK's physical extent), so that the
+    first and last plane count half. A central ray through a uniform 16-voxel cube: the
+    cube's length 16 for us, 15 for RTK; backprojections agree inside (1 %) and differ about
+    2× on the side faces (measured medians 1.95–1.96)."""
+    cube, ray = ops.volume((16, 16, 16)), ops.cone([0.0], (3, 3), 1.0, 100.0, 50.0)
+    ones = np.ones(cube.shape, np.float32)
+    assert float(ops.Operator(cube, ray)(torch.tensor(ones))[1, 0, 1]) == pytest.approx(16.0)
+    assert float(rtk.forward_project(ones, cube, ray)[1, 0, 1]) == pytest.approx(15.0)
+    A = ops.Operator(RTK_VOL, RTK_CONE)
+    y = np.random.default_rng(0).random(A.range_shape)
+    ours, theirs = A.T(torch.tensor(y)).numpy(), rtk.back_project(y, RTK_VOL, RTK_CONE)
+    inner = (slice(1, -1),) * 3
+    assert np.linalg.norm(ours[inner] - theirs[inner]) <= 0.01 * np.linalg.norm(theirs[inner])
+    for face in [(slice(2, -2), 0, slice(2, -2)), (slice(2, -2), slice(2, -2), -1)]:
+        assert 1.8 <= np.median(ours[face] / theirs[face]) <= 2.1
