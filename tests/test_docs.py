@@ -10,10 +10,10 @@ promises it works from anywhere.
 
 Fast blocks run as written. Long ones (diffusion methods, training, benchmarks, the full demo)
 are marked ``slow`` and run reduced (:func:`_reduced_command`, :data:`PYTHON_REDUCTIONS`: fewer
-steps, slices and NFE; every other option as written); they run when slow tests are asked for
-(``pytest -m slow tests/test_docs.py``), each within ``SLOW_TIMEOUT_S``. :data:`SKIP` lists, with
-the reason, the commands (shell) and blocks (Python) that cannot run here; the rest of a shell
-block still runs.
+steps, slices and NFE; every other option as written), each within ``SLOW_TIMEOUT_S``; all of
+them took ~10 min on 2 busy cores (``pytest -m "not slow"`` leaves them out while iterating).
+:data:`SKIP` lists, with the reason, the commands (shell) and blocks (Python) that cannot run
+here; the rest of a shell block still runs.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _reduced_command(line: str) -> str:
         diffusion = re.search(r"diffusionblend|dds|ctblend sample", code)
         if diffusion and "--nfe" not in code and "nfe=" not in code:
             extra.append("--nfe 2")
-    if "ctblend bench" in code:
+    if "ctblend bench" in code and "--quick" not in code:  # --quick is small already
         extra += [BENCH_REDUCED] + ([] if "--nfe" in code else ["--nfe 2"])
     if "ctblend demo" in code and "--nfe" not in code:
         extra.append("--nfe 2")
@@ -180,13 +180,11 @@ def _folder(tmp_path: Path, block: Block) -> Path:
 
 
 @pytest.mark.parametrize("block", _params())
-def test_documented_block_runs(block: Block, tmp_path, request):
+def test_documented_block_runs(block: Block, tmp_path):
     text = block.runnable()
     if not re.search(r"^\s*[^#\s]", text, re.M):
         pytest.skip(f"cannot run here: {'; '.join(sorted(set(block.skipped().values())))}")
     slow = block.slow
-    if slow and "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("long doc example (run reduced with `pytest -m slow tests/test_docs.py`)")
     if "../shared" in block.text and not any((shared_dir() / "data").glob("*/*")):
         pytest.skip(f"needs the shared data in {shared_dir() / 'data'}")
     run = _folder(tmp_path, block)
