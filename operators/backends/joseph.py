@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,8 +50,8 @@ _OUTSIDE = 3.0  # a grid_sample coordinate whose four neighbours all lie outside
 class _Group:
     """The ``R`` rays of one block whose dominant axis is ``axis`` (0, 1, 2 = x, y, z), sorted
     so that the rays that can meet plane ``k`` are the slots ``windows[k] = (a, b)``, and dealt
-    round-robin into ``parts`` runs (grid_sample runs its batch axis in parallel on the CPU;
-    the last slots are padded with rays outside the grid).
+    round-robin into ``parts`` runs (one per thread on the CPU; the last slots are padded with
+    rays outside the grid).
 
     ``index`` ``(R,)`` into the block's rays; ``grid``/``step`` ``(parts, run, 1, 2)``: the
     ``grid_sample`` coordinates in plane 0 and their change per plane; ``weight`` ``(R,)`` the
@@ -79,12 +81,12 @@ class _Group:
         """``(B, R)`` → ``(parts, B, run, 1)``, the inverse of ``join``."""
         return _deal(t.T, self.grid.shape[0]).permute(0, 2, 1)[..., None]
 
-    def masked(self, t: torch.Tensor, k: int, a: int, b: int) -> torch.Tensor:
-        """``t`` ``(parts, B, b − a, 1)`` of the slots ``a:b``, zeroed for the rays whose source
-        lies beyond plane ``k``."""
+    def masked(self, t: torch.Tensor, k: int, a: int, b: int, part: int) -> torch.Tensor:
+        """``t`` ``(1, B, b − a, 1)`` of the slots ``a:b`` of ``part``, zeroed for the rays whose
+        source lies beyond plane ``k``."""
         if self.planes is None:
             return t
-        p = self.planes[:, :, a:b]
+        p = self.planes[part : part + 1, :, a:b]
         return t * ((p[..., 0:1] <= k) & (p[..., 1:2] >= k)).to(t.dtype)
 
 
@@ -115,17 +117,19 @@ class JosephBackend:
         self._count = torch.tensor(vol.shape[::-1], dtype=torch.float64)
         self._kept: dict = {}  # the last plan that fitted in the budget, by its key
 
-    def _plan(self, batch: int, device, dtype) -> Iterable[tuple[slice, range, list[_Group]]]:
+    def _plan(
+        self, batch: int, device, dtype, parts: int
+    ) -> Iterable[tuple[slice, range, list[_Group]]]:
         """Each block of rays with its groups: those of an earlier call with the same batch,
-        device, dtype and thread count where they fitted in the budget, else made anew."""
-        key = (batch, torch.device(device), dtype, torch.get_num_threads())
+        device, dtype and parts where they fitted in the budget, else made anew."""
+        key = (batch, torch.device(device), dtype, parts)
         return self._kept[key] if key in self._kept else self._make_plan(key)
 
     def _make_plan(self, key) -> Iterator[tuple[slice, range, list[_Group]]]:
-        batch, device, dtype, _ = key
+        batch, device, dtype, parts = key
         kept, size = [], 0
         for block, rows in self._blocks(batch):
-            groups = list(self._groups(block, rows, device, dtype))
+            groups = list(self._groups(block, rows, device, dtype, parts))
             size += sum(g.nbytes for g in groups)
             kept = kept if kept is not None and size <= self.budget else None
             if kept is not None:
@@ -179,15 +183,13 @@ class JosephBackend:
         grid, step = (2 * c0 + 1) / n - 1, 2 * dc / n
         return axis[:, 0], grid, step, dt.abs()[:, 0], first, last, bound
 
-    def _groups(self, block: slice, rows: range, device, dtype) -> Iterator[_Group]:
-        """The rays of one block (``_blocks``), by dominant axis; in as many runs as torch has
-        threads on the CPU, one on a GPU.
+    def _groups(self, block: slice, rows: range, device, dtype, parts: int) -> Iterator[_Group]:
+        """The rays of one block (``_blocks``), by dominant axis, in ``parts`` runs.
 
         Rays are sorted by the plane where their window opens: rays nearer plane 0 than plane
         ``n − 1`` ("rear" rays) by their last plane, before the others by their first, so that
         the rays that can meet plane ``k`` are contiguous: the rear rays whose last plane is at
         least ``k`` and the others whose first plane is at most ``k``."""
-        parts = torch.get_num_threads() if torch.device(device).type == "cpu" else 1
         origin, direction = self._rays.block(self.orbits[block, 0], rows, device)
         table = self._ray_table(origin.reshape(-1, 3), direction.reshape(-1, 3))
         axis, grid, step, weight, first, last, bound = table
@@ -219,38 +221,49 @@ class JosephBackend:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, Z, H, W) → (B, det_rows, n_angles, det_cols)``."""
+        parts = _parts(x.device)
+        with _own_threads(parts) as pool:
+            return self._forward(x, parts, pool)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """``(B, det_rows, n_angles, det_cols) → (B, Z, H, W)``: the same weights scattered."""
+        parts = _parts(y.device)
+        with _own_threads(parts) as pool:
+            return self._adjoint(y, parts, pool)
+
+    def _forward(self, x: torch.Tensor, parts: int, pool) -> torch.Tensor:
         turns = self.orbits.shape[1]
         volumes = _turned(x, turns)  # (B · turns, Z, H, W)
         out = x.new_zeros((x.shape[0], *self.range_shape))
         stacks = {}  # the volumes as planes across each dominant axis met so far
-        for block, rows, groups in self._plan(x.shape[0], x.device, x.dtype):
+        for block, rows, groups in self._plan(x.shape[0], x.device, x.dtype, parts):
             values = x.new_zeros((volumes.shape[0], len(rows) * self._block_rays(block)))
             for g in groups:
                 if g.axis not in stacks:
                     stacks[g.axis] = volumes.permute(*_permutation(g.axis)).contiguous()
-                values[:, g.index] = g.join(_project(g, stacks[g.axis])) * g.weight
+                values[:, g.index] = g.join(_project(g, stacks[g.axis], pool)) * g.weight
             values = values.reshape(x.shape[0], turns, len(rows), -1, self._rays.det_shape[1])
             for c in range(turns):
                 out[:, rows.start : rows.stop, self.orbits[block, c]] = values[:, c]
         return out
 
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """``(B, det_rows, n_angles, det_cols) → (B, Z, H, W)``: the same weights scattered."""
+    def _adjoint(self, y: torch.Tensor, parts: int, pool) -> torch.Tensor:
         turns = self.orbits.shape[1]
         channels = y.shape[0] * turns
-        stacks = {}  # the result as planes across each dominant axis met so far
-        for block, rows, groups in self._plan(y.shape[0], y.device, y.dtype):
+        stacks = {}  # per part, the result as planes across each dominant axis met so far
+        for block, rows, groups in self._plan(y.shape[0], y.device, y.dtype, parts):
             part = y[:, rows.start : rows.stop]
             values = torch.stack([part[:, :, self.orbits[block, c]] for c in range(turns)], 1)
             values = values.reshape(channels, -1)
             for g in groups:
                 if g.axis not in stacks:
                     shape = [channels, *self.domain_shape]
-                    stacks[g.axis] = y.new_zeros([shape[d] for d in _permutation(g.axis)])
-                _scatter(g, g.deal(values[:, g.index] * g.weight), stacks[g.axis])
+                    shape = [parts] + [shape[d] for d in _permutation(g.axis)]
+                    stacks[g.axis] = y.new_zeros(shape)
+                _scatter(g, g.deal(values[:, g.index] * g.weight), stacks[g.axis], pool)
         out = y.new_zeros((channels, *self.domain_shape))
         for axis, stack in stacks.items():
-            out += stack.permute(*_inverse(_permutation(axis)))
+            out += stack.sum(dim=0).permute(*_inverse(_permutation(axis)))
         return _unturned(out, turns)
 
     def _block_rays(self, block: slice) -> int:
@@ -258,35 +271,82 @@ class JosephBackend:
         return len(range(*block.indices(self.orbits.shape[0]))) * self._rays.det_shape[1]
 
 
-def _project(g: _Group, stack: torch.Tensor) -> torch.Tensor:
+def _parts(device) -> int:
+    """Runs of rays per group: one per torch thread on the CPU, one on a GPU."""
+    return torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+
+
+@contextmanager
+def _own_threads(parts: int) -> Iterator[ThreadPoolExecutor | None]:
+    """A pool of ``parts`` threads that each run one part's plane loop, torch's intra-op pool
+    held at one thread meanwhile (process-wide): the parts never meet at an OpenMP barrier,
+    which stalls each plane whenever another process holds a core. None for one part."""
+    if parts == 1:
+        yield None
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(parts) as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(before)
+
+
+def _each_part(work, parts: int, pool: ThreadPoolExecutor | None) -> None:
+    """``work(part)`` for every part, on the pool's threads where there is one."""
+    if pool is None:
+        for part in range(parts):
+            work(part)
+        return
+    for done in [pool.submit(work, part) for part in range(parts)]:
+        done.result()
+
+
+def _project(g: _Group, stack: torch.Tensor, pool: ThreadPoolExecutor | None) -> torch.Tensor:
     """Sums ``(parts, C, run, 1)`` of the group's samples of ``stack`` ``(N_axis, C, N_p,
-    N_q)``, plane by plane over each plane's window of rays."""
+    N_q)``, plane by plane over each plane's window of rays, part by part."""
     parts, run = g.grid.shape[:2]
     total = stack.new_zeros((parts, stack.shape[1], run, 1))
-    buffer = torch.empty_like(g.grid)
-    for k, (a, b) in enumerate(g.windows):
-        if a >= b:
-            continue
-        grid = torch.add(g.grid[:, a:b], g.step[:, a:b], alpha=k, out=buffer[:, : b - a])
-        plane = stack[k][None].expand(parts, -1, -1, -1)
-        total[:, :, a:b] += g.masked(F.grid_sample(plane, grid, align_corners=False), k, a, b)
+
+    def work(p: int) -> None:
+        buffer = torch.empty_like(g.grid[p : p + 1])
+        for k, (a, b) in enumerate(g.windows):
+            if a >= b:
+                continue
+            grid = torch.add(
+                g.grid[p : p + 1, a:b], g.step[p : p + 1, a:b], alpha=k, out=buffer[:, : b - a]
+            )
+            sample = F.grid_sample(stack[k][None], grid, align_corners=False)
+            total[p : p + 1, :, a:b] += g.masked(sample, k, a, b, p)
+
+    _each_part(work, parts, pool)
     return total
 
 
-def _scatter(g: _Group, weighted: torch.Tensor, stack: torch.Tensor) -> None:
-    """Adds the adjoint of ``_project`` of ``weighted`` ``(parts, C, run, 1)`` into
-    ``stack``."""
+def _scatter(
+    g: _Group, weighted: torch.Tensor, stack: torch.Tensor, pool: ThreadPoolExecutor | None
+) -> None:
+    """Adds the adjoint of ``_project`` of ``weighted`` ``(parts, C, run, 1)`` into ``stack``
+    ``(parts, N_axis, C, N_p, N_q)``, each part into its own."""
     parts = g.grid.shape[0]
-    like = stack.new_zeros(()).expand(parts, *stack.shape[1:])  # shape, no memory
-    buffer = torch.empty_like(g.grid)
-    for k, (a, b) in enumerate(g.windows):
-        if a >= b:
-            continue
-        grid = torch.add(g.grid[:, a:b], g.step[:, a:b], alpha=k, out=buffer[:, : b - a])
-        grad, _ = torch.ops.aten.grid_sampler_2d_backward(
-            g.masked(weighted[:, :, a:b], k, a, b), like, grid, 0, 0, False, [True, False]
-        )  # bilinear, zero padding, align_corners=False: as in forward
-        stack[k] += grad.sum(dim=0) if parts > 1 else grad[0]
+    like = stack.new_zeros(()).expand(1, *stack.shape[2:])  # shape, no memory
+
+    def work(p: int) -> None:
+        buffer = torch.empty_like(g.grid[p : p + 1])
+        for k, (a, b) in enumerate(g.windows):
+            if a >= b:
+                continue
+            grid = torch.add(
+                g.grid[p : p + 1, a:b], g.step[p : p + 1, a:b], alpha=k, out=buffer[:, : b - a]
+            )
+            values = g.masked(weighted[p : p + 1, :, a:b], k, a, b, p)
+            grad, _ = torch.ops.aten.grid_sampler_2d_backward(
+                values, like, grid, 0, 0, False, [True, False]
+            )  # bilinear, zero padding, align_corners=False: as in forward
+            stack[p, k] += grad[0]
+
+    _each_part(work, parts, pool)
 
 
 def quarter_turns(vol: VolumeGeometry, rays: Rays3D) -> torch.Tensor:
