@@ -39,11 +39,15 @@ import torch.nn.functional as F
 from ..geometry import ProjectionGeometry, VolumeGeometry
 from ..rays import Rays3D, slab
 
-DEFAULT_BUDGET_BYTES = 64 * 2**20  # per block of rays; larger blocks gain nothing on the CPU
+DEFAULT_BUDGET_BYTES = (
+    64 * 2**20
+)  # per block of rays; larger blocks gain nothing on the CPU
 _SETUP_BYTES = 512  # float64 set-up temporaries of one ray (measured peak ~450)
 _VOLUME_DIM = (3, 2, 1)  # x, y, z → the axis of a (B, Z, H, W) tensor
 _OTHER = ((1, 2), (0, 2), (0, 1))  # grid_sample's (x, y) world axes per dominant axis
-_OUTSIDE = 3.0  # a grid_sample coordinate whose four neighbours all lie outside the grid
+_OUTSIDE = (
+    3.0  # a grid_sample coordinate whose four neighbours all lie outside the grid
+)
 
 
 @dataclass(frozen=True)
@@ -75,13 +79,17 @@ class _Group:
     def join(self, t: torch.Tensor) -> torch.Tensor:
         """``(parts, B, run, 1)`` → ``(B, R)``."""
         parts, batch, run, _ = t.shape
-        return t.permute(1, 2, 0, 3).reshape(batch, run * parts)[:, : self.index.numel()]
+        return t.permute(1, 2, 0, 3).reshape(batch, run * parts)[
+            :, : self.index.numel()
+        ]
 
     def deal(self, t: torch.Tensor) -> torch.Tensor:
         """``(B, R)`` → ``(parts, B, run, 1)``, the inverse of ``join``."""
         return _deal(t.T, self.grid.shape[0]).permute(0, 2, 1)[..., None]
 
-    def masked(self, t: torch.Tensor, k: int, a: int, b: int, part: int) -> torch.Tensor:
+    def masked(
+        self, t: torch.Tensor, k: int, a: int, b: int, part: int
+    ) -> torch.Tensor:
         """``t`` ``(1, B, b − a, 1)`` of the slots ``a:b`` of ``part``, zeroed for the rays whose
         source lies beyond plane ``k``."""
         if self.planes is None:
@@ -96,7 +104,10 @@ class JosephBackend:
     name = "joseph"
 
     def __init__(
-        self, vol: VolumeGeometry, pg: ProjectionGeometry, memory_budget: int | None = None
+        self,
+        vol: VolumeGeometry,
+        pg: ProjectionGeometry,
+        memory_budget: int | None = None,
     ):
         if pg.ndim != 3 or vol.ndim != 3:
             raise ValueError("joseph handles 3D geometries with a (Z, H, W) volume")
@@ -141,7 +152,9 @@ class JosephBackend:
     def _blocks(self, batch: int) -> Iterator[tuple[slice, range]]:
         """Rows of ``orbits`` and detector rows of each block of rays within the budget."""
         rows, cols = self._rays.det_shape
-        per_ray = _SETUP_BYTES + 16 * batch * self.orbits.shape[1]  # set-up; samples and sums
+        per_ray = (
+            _SETUP_BYTES + 16 * batch * self.orbits.shape[1]
+        )  # set-up; samples and sums
         rays = max(1, self.budget // per_ray)
         n = self.orbits.shape[0]
         if rays >= rows * cols:
@@ -159,17 +172,23 @@ class JosephBackend:
         ``grid_sample`` coordinates in plane 0 and their change per plane ``(R, 2)``, the ray
         length per plane ``(R,)``, the first and last plane it can touch (conservative by one
         plane; none where first > last) and whether its source cuts that range ``(R,)``."""
-        lo, spacing, count = (t.to(origin.device) for t in (self._lo, self._spacing, self._count))
+        lo, spacing, count = (
+            t.to(origin.device) for t in (self._lo, self._spacing, self._count)
+        )
         axis = (direction.abs() / spacing).argmax(dim=1, keepdim=True)
         d_a = direction.gather(1, axis)
-        t0 = (lo[axis] + spacing[axis] / 2 - origin.gather(1, axis)) / d_a  # plane 0's centres
+        t0 = (
+            lo[axis] + spacing[axis] / 2 - origin.gather(1, axis)
+        ) / d_a  # plane 0's centres
         dt = spacing[axis] / d_a  # per plane
         other = torch.tensor(_OTHER, device=origin.device)[axis[:, 0]]
         n = count[other]
         c0 = origin.gather(1, other) + t0 * direction.gather(1, other) - lo[other]
         c0 = c0 / spacing[other] - 0.5  # voxel-index coordinates in plane 0
         dc = dt * direction.gather(1, other) / spacing[other]
-        t_in, t_out = slab(c0, dc, torch.full_like(n, -1.0), n)  # bilinear support: (−1, n)
+        t_in, t_out = slab(
+            c0, dc, torch.full_like(n, -1.0), n
+        )  # bilinear support: (−1, n)
         planes = count[axis[:, 0]]
         first = torch.clamp(t_in.floor(), min=torch.zeros_like(planes), max=planes)
         last = torch.clamp(t_out.ceil(), min=-torch.ones_like(planes), max=planes - 1)
@@ -183,7 +202,9 @@ class JosephBackend:
         grid, step = (2 * c0 + 1) / n - 1, 2 * dc / n
         return axis[:, 0], grid, step, dt.abs()[:, 0], first, last, bound
 
-    def _groups(self, block: slice, rows: range, device, dtype, parts: int) -> Iterator[_Group]:
+    def _groups(
+        self, block: slice, rows: range, device, dtype, parts: int
+    ) -> Iterator[_Group]:
         """The rays of one block (``_blocks``), by dominant axis, in ``parts`` runs.
 
         Rays are sorted by the plane where their window opens: rays nearer plane 0 than plane
@@ -196,9 +217,13 @@ class JosephBackend:
         planes = self._count.to(device)[axis]
         width = max(self.vol.shape)
         key = torch.where(first < planes - 1 - last, last - planes, first).long()
-        key = torch.where(first <= last, axis * 2 * width + key + width, 6 * width)  # misses last
+        key = torch.where(
+            first <= last, axis * 2 * width + key + width, 6 * width
+        )  # misses last
         key, order = torch.sort(key, stable=True)
-        edges = torch.searchsorted(key, torch.arange(4, device=device) * 2 * width).tolist()
+        edges = torch.searchsorted(
+            key, torch.arange(4, device=device) * 2 * width
+        ).tolist()
         for a in range(3):
             index = order[edges[a] : edges[a + 1]]
             if index.numel() == 0:
@@ -216,7 +241,9 @@ class JosephBackend:
                 _deal(step[index], parts)[:, :, None].to(dtype),
                 weight[index].to(dtype),
                 list(zip(start.tolist(), stop.tolist(), strict=True)),
-                _deal(torch.stack([first, last], 1)[index], parts)[:, None] if masked else None,
+                _deal(torch.stack([first, last], 1)[index], parts)[:, None]
+                if masked
+                else None,
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,12 +264,18 @@ class JosephBackend:
         out = x.new_zeros((x.shape[0], *self.range_shape))
         stacks = {}  # the volumes as planes across each dominant axis met so far
         for block, rows, groups in self._plan(x.shape[0], x.device, x.dtype, parts):
-            values = x.new_zeros((volumes.shape[0], len(rows) * self._block_rays(block)))
+            values = x.new_zeros(
+                (volumes.shape[0], len(rows) * self._block_rays(block))
+            )
             for g in groups:
                 if g.axis not in stacks:
                     stacks[g.axis] = volumes.permute(*_permutation(g.axis)).contiguous()
-                values[:, g.index] = g.join(_project(g, stacks[g.axis], pool)) * g.weight
-            values = values.reshape(x.shape[0], turns, len(rows), -1, self._rays.det_shape[1])
+                values[:, g.index] = (
+                    g.join(_project(g, stacks[g.axis], pool)) * g.weight
+                )
+            values = values.reshape(
+                x.shape[0], turns, len(rows), -1, self._rays.det_shape[1]
+            )
             for c in range(turns):
                 out[:, rows.start : rows.stop, self.orbits[block, c]] = values[:, c]
         return out
@@ -253,7 +286,9 @@ class JosephBackend:
         stacks = {}  # per part, the result as planes across each dominant axis met so far
         for block, rows, groups in self._plan(y.shape[0], y.device, y.dtype, parts):
             part = y[:, rows.start : rows.stop]
-            values = torch.stack([part[:, :, self.orbits[block, c]] for c in range(turns)], 1)
+            values = torch.stack(
+                [part[:, :, self.orbits[block, c]] for c in range(turns)], 1
+            )
             values = values.reshape(channels, -1)
             for g in groups:
                 if g.axis not in stacks:
@@ -268,7 +303,9 @@ class JosephBackend:
 
     def _block_rays(self, block: slice) -> int:
         """Rays per detector row of a block: its views times the detector columns."""
-        return len(range(*block.indices(self.orbits.shape[0]))) * self._rays.det_shape[1]
+        return (
+            len(range(*block.indices(self.orbits.shape[0]))) * self._rays.det_shape[1]
+        )
 
 
 def _parts(device) -> int:
@@ -303,20 +340,26 @@ def _each_part(work, parts: int, pool: ThreadPoolExecutor | None) -> None:
         done.result()
 
 
-def _project(g: _Group, stack: torch.Tensor, pool: ThreadPoolExecutor | None) -> torch.Tensor:
+def _planes(g: _Group, part: int) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+    """``(k, a, b, grid)`` for each plane ``k`` that the slots ``a:b`` of ``part`` meet: their
+    ``grid_sample`` coordinates ``(1, b − a, 1, 2)`` in that plane (one buffer, reused)."""
+    buffer = torch.empty_like(g.grid[part : part + 1])
+    for k, (a, b) in enumerate(g.windows):
+        if a < b:
+            start, step = g.grid[part : part + 1, a:b], g.step[part : part + 1, a:b]
+            yield k, a, b, torch.add(start, step, alpha=k, out=buffer[:, : b - a])
+
+
+def _project(
+    g: _Group, stack: torch.Tensor, pool: ThreadPoolExecutor | None
+) -> torch.Tensor:
     """Sums ``(parts, C, run, 1)`` of the group's samples of ``stack`` ``(N_axis, C, N_p,
     N_q)``, plane by plane over each plane's window of rays, part by part."""
     parts, run = g.grid.shape[:2]
     total = stack.new_zeros((parts, stack.shape[1], run, 1))
 
     def work(p: int) -> None:
-        buffer = torch.empty_like(g.grid[p : p + 1])
-        for k, (a, b) in enumerate(g.windows):
-            if a >= b:
-                continue
-            grid = torch.add(
-                g.grid[p : p + 1, a:b], g.step[p : p + 1, a:b], alpha=k, out=buffer[:, : b - a]
-            )
+        for k, a, b, grid in _planes(g, p):
             sample = F.grid_sample(stack[k][None], grid, align_corners=False)
             total[p : p + 1, :, a:b] += g.masked(sample, k, a, b, p)
 
@@ -325,7 +368,10 @@ def _project(g: _Group, stack: torch.Tensor, pool: ThreadPoolExecutor | None) ->
 
 
 def _scatter(
-    g: _Group, weighted: torch.Tensor, stack: torch.Tensor, pool: ThreadPoolExecutor | None
+    g: _Group,
+    weighted: torch.Tensor,
+    stack: torch.Tensor,
+    pool: ThreadPoolExecutor | None,
 ) -> None:
     """Adds the adjoint of ``_project`` of ``weighted`` ``(parts, C, run, 1)`` into ``stack``
     ``(parts, N_axis, C, N_p, N_q)``, each part into its own."""
@@ -333,13 +379,7 @@ def _scatter(
     like = stack.new_zeros(()).expand(1, *stack.shape[2:])  # shape, no memory
 
     def work(p: int) -> None:
-        buffer = torch.empty_like(g.grid[p : p + 1])
-        for k, (a, b) in enumerate(g.windows):
-            if a >= b:
-                continue
-            grid = torch.add(
-                g.grid[p : p + 1, a:b], g.step[p : p + 1, a:b], alpha=k, out=buffer[:, : b - a]
-            )
+        for k, a, b, grid in _planes(g, p):
             values = g.masked(weighted[p : p + 1, :, a:b], k, a, b, p)
             grad, _ = torch.ops.aten.grid_sampler_2d_backward(
                 values, like, grid, 0, 0, False, [True, False]
@@ -386,7 +426,9 @@ def _turned(x: torch.Tensor, turns: int) -> torch.Tensor:
     sampled at points turned by ``c`` quarter turns (the volume a turned view sees)."""
     if turns == 1:
         return x
-    return torch.stack([torch.rot90(x, c, (-2, -1)) for c in range(turns)], 1).flatten(0, 1)
+    return torch.stack([torch.rot90(x, c, (-2, -1)) for c in range(turns)], 1).flatten(
+        0, 1
+    )
 
 
 def _unturned(t: torch.Tensor, turns: int) -> torch.Tensor:
