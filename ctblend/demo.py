@@ -136,6 +136,7 @@ def run_demo(
     samples: int = 1,
     quick: bool = False,
     slices: tuple[int, int] | None = None,
+    spacing_mm: tuple[float, float, float] | None = None,
     protocol: str = "svct8",
     prior: str | os.PathLike | None = None,
     methods: Sequence[str] = DEMO_METHODS,
@@ -151,6 +152,7 @@ def run_demo(
     else the shipped excerpt (:func:`demo_excerpt`). ``quick`` shortens every default (9 slices,
     10 NFE, fewer iterations). ``samples``: posterior samples of each diffusion method (K > 1:
     their mean is shown and scored, ``std/<method>`` and an uncertainty row beside it).
+    ``spacing_mm``: the voxel size of a ``volume_path`` that does not record one (``.npy``).
     ``precision``: the prior's network precision, ``auto`` (bf16 where
     the hardware has it natively, else fp32), ``fp32`` (reference) or ``bf16`` (fp32 with a
     logged reason where the CPU lacks native bf16)."""
@@ -174,7 +176,9 @@ def run_demo(
         vol = phantom_input(n_slices, size, seed, slices)
     else:
         path = demo_excerpt() if volume_path is None else volume_path
-        vol = load_volume(path, size, slices, n_central=None if slices else n_slices)
+        vol = load_volume(
+            path, size, slices, n_central=None if slices else n_slices, spacing_mm=spacing_mm
+        )
     acquisition = Acquisition(protocol=protocol)
     case = simulate_case(vol, acquisition, seed)  # on the CPU; y then to the device
     case = dataclasses.replace(case, y=case.y.to(dev))
@@ -194,6 +198,10 @@ def run_demo(
         networks["dds"], _ = _load_demo_prior("slice2d", None, size, dev, precision, log)
     if "fbp-unet" in methods:
         networks["fbp-unet"] = _shipped_fbp_unet(acquisition.name, size, dev)
+    for method, net in networks.items():  # before any method runs, not after FBP … TV
+        steps = getattr(getattr(net, "schedule", None), "num_timesteps", None)
+        if steps is not None and nfe > steps:
+            raise ValueError(f"{method}: option nfe={nfe}; expected an integer in [1, {steps}]")
     diffusion = {"nfe": nfe, "seed": seed, **({"samples": samples} if samples > 1 else {})}
     options = {
         "sirt": {"iterations": settings["sirt_iterations"]},
@@ -221,7 +229,7 @@ def run_demo(
     log(table)
 
     out.mkdir(parents=True, exist_ok=True)
-    title = f"{Path(vol.source).name} — {acquisition.name}"
+    title = f"{Path(vol.source).name} — {acquisition.describe()}"
     recons = {m: o.x for m, o in outcomes.items()}
     psnr = {method: s["volume_psnr"] for method, s in scores.items()}
     stds = {m: o.std for m, o in outcomes.items() if o.std is not None}

@@ -364,3 +364,16 @@ def test_posterior_samples_columns(tmp_path, blendpp_prior):
     assert "posterior samples (mean of K" in md
     with pytest.raises(ValueError, match="samples=0; expected an integer >= 1"):
         replace(config, samples=0)
+
+
+def test_bad_volumes_leave_no_output_folder_and_one_bench_holds_a_folder(tmp_path):
+    """Red before: the folder was made before the volumes resolved."""
+    out = tmp_path / "new" / "bench"
+    with pytest.raises(Exception, match="no_such_volume"):
+        run_bench(_quick(tmp_path, out_dir=str(out), volumes=("no_such_volume.h5",)))
+    assert not out.exists() and not out.parent.exists()
+    from ctblend.io.output import single_writer
+
+    held = tmp_path / "held"
+    with single_writer(held), pytest.raises(ValueError, match="another process is writing it"):
+        run_bench(_quick(tmp_path, out_dir=str(held), methods=("fbp",)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,7 +25,7 @@ from ctblend.bench.records import (
 )
 from ctblend.bench.tables import write_panel, write_tables
 from ctblend.io import write_hdf5
-from ctblend.io.output import write_text
+from ctblend.io.output import check_writable, single_writer, write_text
 from ctblend.pipeline import PRIOR_OF_METHOD
 from ctblend.pipeline.configs import DiffusionBlendPPConfig
 from ctblend.pipeline.run import Case, run_method, simulate_case
@@ -71,17 +72,19 @@ def run_bench(config: BenchConfig) -> list[dict]:
     (cell i by rank i mod world size); when every rank is done, rank 0 reads them all back and
     writes the tables. Other ranks return the rows they computed.
     """
+    out = check_writable(config.out_dir)
     ctx = distributed.setup(config.device)
-    try:
-        if not ctx.distributed:
-            return _run_cells(config, _owner(0, 1), tables=True)
-        mine = _run_cells(config, _owner(ctx.rank, ctx.world_size), tables=False)
-        distributed.barrier(ctx)
-        rows = (
-            _run_cells(config, _owner(0, 1), tables=True, cached_only=True) if ctx.is_main else mine
-        )
-        distributed.barrier(ctx)
-        return rows
+    try:  # one bench per folder: rank 0 holds it (the other ranks of the job write into it too)
+        with single_writer(out) if ctx.is_main else contextlib.nullcontext():
+            if not ctx.distributed:
+                return _run_cells(config, _owner(0, 1), tables=True)
+            mine = _run_cells(config, _owner(ctx.rank, ctx.world_size), tables=False)
+            distributed.barrier(ctx)
+            rows = mine
+            if ctx.is_main:
+                rows = _run_cells(config, _owner(0, 1), tables=True, cached_only=True)
+            distributed.barrier(ctx)
+            return rows
     finally:
         distributed.teardown(ctx)
 
@@ -96,13 +99,13 @@ def _run_cells(config: BenchConfig, owns, tables: bool, cached_only: bool = Fals
     tables and panels; ``cached_only``: read cells back, never compute one (a cell missing
     then is one another rank could not finish)."""
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     machine = machine_info(device)
     description = describe_machine(machine)
     acquisitions = bench_acquisitions(config)
     sources = resolve_volumes(config.volumes, config.ct_dir)
     priors = Priors(config, device)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs resolved
     if tables:
         config.to_yaml(out / "bench.yaml")
     rows: list[dict] = []
@@ -136,7 +139,10 @@ def _run_cells(config: BenchConfig, owns, tables: bool, cached_only: bool = Fals
                     index += 1
                 if tables:
                     panel = Cell(source.name, name, "all", DEFAULT_ABLATION, seed)
-                    notes += write_panel(config, out, panel, volume.x, volume.spacing_mm, rows)
+                    notes += write_panel(
+                        config, out, panel, volume.x, volume.spacing_mm, rows,
+                        acquisition.describe(),
+                    )  # fmt: skip
         if tables:
             write_tables(config, out, rows, machine, volume_info, notes)
     if tables:

@@ -27,9 +27,11 @@ def write_panel(
     truth: np.ndarray,
     spacing: tuple[float, float, float],
     rows: list[dict],
+    described: str | None = None,
 ) -> list[str]:
     """Axial/coronal/sagittal panels of the ground truth and every finished default cell of
-    (volume, protocol, seed) with a stored reconstruction; returns notes for the report."""
+    (volume, protocol, seed) with a stored reconstruction, titled with the acquisition in words
+    (``described``); returns notes for the report."""
     if not config.panels:
         return []
     try:
@@ -45,7 +47,7 @@ def write_panel(
     volumes = {"ground truth": truth, **read_reconstructions(out, panel, list(psnr))}
     if len(volumes) < 2:
         return []
-    title = f"{panel.volume}, {panel.protocol}, seed {panel.seed}"
+    title = f"{panel.volume}, {described or panel.protocol}, seed {panel.seed}"
     target = out / "panels" / f"{panel.key}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     plot_panels(

@@ -37,6 +37,12 @@ def add_arguments(p) -> None:
         help="z range of --volume (default: the middle --n-slices slices)",
     )
     p.add_argument(
+        "--spacing",
+        type=common.spacing,
+        metavar="DZ,DY,DX",
+        help="voxel size in mm of a --volume that does not record it (.npy)",
+    )
+    p.add_argument(
         "--n-slices",
         type=common.positive_int,
         metavar="N",
@@ -116,6 +122,7 @@ def _run(args: argparse.Namespace, methods: tuple[str, ...]) -> None:
         samples=args.samples,
         quick=args.quick,
         slices=args.slices,
+        spacing_mm=args.spacing,
         protocol=args.protocol,
         prior=args.prior,
         methods=methods,
