@@ -153,7 +153,7 @@ def _save(tmp_path, kind="blend++", name="prior", size=16):
 )
 def test_load_prior_round_trip(tmp_path, kind, cls):
     folder, net = _save(tmp_path, kind)
-    prior = load_prior(folder, kind=kind, image_size=16, group_batch=3)
+    prior = load_prior(folder, kind=kind, image_size=16, group_batch=3, precision="fp32")
     assert isinstance(prior, cls) and isinstance(prior, VolumePrior)
     assert prior.kind == kind and prior.image_size == 16
     x = torch.randn(5, 16, 16)
@@ -161,7 +161,7 @@ def test_load_prior_round_trip(tmp_path, kind, cls):
     policy = {"policy": PartitionPolicy("fixed", 0)} if kind == "blend++" else {}
     expected = direct(net, 16, **policy).eps(x, 100, 0)
     if kind == "blend++":
-        prior = load_prior(folder, policy=PartitionPolicy("fixed", 0))
+        prior = load_prior(folder, policy=PartitionPolicy("fixed", 0), precision="fp32")
     torch.testing.assert_close(prior.eps(x, 100, 0), expected)
 
 
