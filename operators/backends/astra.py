@@ -96,7 +96,7 @@ class AstraBackend:
         if self.three_d and not astra_cuda_available():
             raise ValueError(
                 "ASTRA 3D projectors need a CUDA GPU and none is available (ASTRA would crash the "
-                "process); use backend='raymarch' for 3D geometries on the CPU"
+                "process); use backend='joseph' (the exact-adjoint 3D default, CPU or GPU)"
             )
         self.domain_shape = vol.shape
         self.range_shape = pg.shape
@@ -115,7 +115,7 @@ class AstraBackend:
                 f"backend 'astra' on CUDA ({type(self.pg).__name__}): ASTRA's CUDA backprojector "
                 "is only approximately the adjoint of its projector (dot test up to ~1e-2, see "
                 "docs/operators.md; measure yours with operators.dot_test(A, device='cuda')); "
-                "CG and SIRT assume an exact adjoint: use backend='raymarch' or 'torch_sparse'",
+                "CG and SIRT assume an exact adjoint: use backend='joseph' (3D) or 'torch_sparse'",
                 stacklevel=4,
             )
 
