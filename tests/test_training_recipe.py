@@ -230,3 +230,24 @@ def test_export_into_a_shipped_folder_keeps_its_card_and_gives_usual_modes(volum
     assert shipped.stat().st_mode & 0o777 == 0o755
     for name in ("weights.safetensors", "config.json", "MODEL_CARD.md"):
         assert (shipped / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_start_step_continues_an_exported_run_where_it_stopped(volumes, tmp_path) -> None:
+    """A run exported at step 6 (fp16 EMA weights) goes on at step 6 of the same phases and
+    cosine schedule in a new folder: its loss rows, LR and checkpoint steps follow on."""
+    cfg = _tiny(holdout=0.0, lr_schedule="cosine", phases=[{"steps": 12, "crop": 16}])
+    dataset, _ = training_datasets(cfg, volumes)
+    train(cfg.replace(phases=[{"steps": 6, "crop": 16}]), dataset, tmp_path / "a", progress=False)
+    export_weights(tmp_path / "a", tmp_path / "export", dtype="float16")
+    cont = cfg.replace(init_from=str(tmp_path / "export"), start_step=6)
+    result = train(cont, dataset, tmp_path / "b", progress=False)
+    assert result.steps == 12
+    rows = _read(tmp_path / "b" / "loss.csv")
+    assert [int(r["step"]) for r in rows] == [10, 12]  # logged every 5 steps from step 6 on
+    # the LR of step 9 on the cosine of all 12 steps: lr·(0.1 + 0.9·½(1 + cos(π (9 − 2)/10)))
+    expected = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (9 - 2) / 10)))
+    assert float(rows[0]["lr"]) == pytest.approx(expected, rel=2e-3)  # loss.csv keeps 3 digits
+    with pytest.raises(ValueError, match=r"start_step=12; expected an integer in \[0, 12\)"):
+        cont.replace(start_step=12)
+    with pytest.raises(ValueError, match="needs init_from"):
+        cfg.replace(start_step=3)

@@ -76,9 +76,12 @@ class TrainConfig:
     (0 = none); its ε-MSE at fixed noise and ``val_timesteps`` is written to ``val.csv`` at
     every checkpoint. init_from: a prior folder whose network starts the run, used only when
     the run starts, never on resume: a prior of the same kind and network continues from its
-    weights; a 2D prior starts a 3-slice run (ctblend.models.transfer). time_budget_s: stop
-    (with a checkpoint) at the first logging step after this many seconds of this call
-    (0 = no limit); calling again continues the run.
+    weights; a 2D prior starts a 3-slice run (ctblend.models.transfer). start_step: with
+    init_from, the optimiser step the new run starts at, so its phases and LR schedule go on
+    from there (a run exported at step N — its fp16 EMA weights — continues in a later session
+    with ``init_from=<export> start_step=N``; AdamW's moments and the EMA restart).
+    time_budget_s: stop (with a checkpoint) at the first logging step after this many seconds of
+    this call (0 = no limit); calling again continues the run.
     """
 
     kind: str = "blend++"
@@ -112,6 +115,7 @@ class TrainConfig:
     val_timesteps: tuple[int, ...] = (50, 200, 500)
     val_samples: int = 24
     init_from: str | None = None
+    start_step: int = 0
     time_budget_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -171,6 +175,13 @@ class TrainConfig:
             raise ValueError(f"time_budget_s must be >= 0 (0 = no limit), got {self.time_budget_s}")
         if self.val_samples < 1:
             raise ValueError(f"val_samples must be >= 1, got {self.val_samples}")
+        if not 0 <= self.start_step < self.total_steps:
+            raise ValueError(
+                f"start_step={self.start_step}; expected an integer in [0, {self.total_steps}) "
+                "(the total of the phases)"
+            )
+        if self.start_step and self.init_from is None:
+            raise ValueError(f"start_step={self.start_step} needs init_from (the weights at it)")
 
     @property
     def total_steps(self) -> int:

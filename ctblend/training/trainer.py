@@ -217,7 +217,8 @@ class _Run:
 
     def start_from(self, folder: str | Path) -> None:
         """A fresh run's first weights: a prior of the same kind and network (its weights), or a
-        2D prior widened to this kind (ctblend.models.transfer); the EMA restarts from them."""
+        2D prior widened to this kind (ctblend.models.transfer); the EMA restarts from them and
+        the run's first step is ``config.start_step``."""
         net, spec = load_model(folder)
         if spec.kind == "slice2d" and self.config.kind != "slice2d":
             net = widen_from_2d(net, self.config.kind)
@@ -233,6 +234,7 @@ class _Run:
         self.model.load_state_dict(net.state_dict())
         if self.ema is not None:
             self.ema = EMA(self.model, self.config.ema_decay)
+        self.step = self.config.start_step
 
     def ema_model(self) -> nn.Module:
         """The network with the weights that ship (EMA when enabled), as a separate copy."""
