@@ -69,11 +69,14 @@ def main() -> None:
     p.add_argument("--nfe", type=int, default=50)
     p.add_argument("--holdout", type=float, default=0.1)
     p.add_argument("--min-slices", type=int, default=9, help="slabs thinner than this are skipped")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="these train volumes only (stems)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     args = p.parse_args()
     acquisition = Acquisition(protocol=args.protocol)
     results: dict[str, dict] = {}
     for path, (a, b) in slabs(args.data, args.holdout, args.min_slices):
+        if args.only and path.stem not in args.only:
+            continue
         case = simulate_case(load_volume(path, "cpu128", (a, b)), acquisition, seed=0)
         for label, *folders in args.candidate:
             for (method, kind), folder in zip(METHODS.items(), folders, strict=True):
