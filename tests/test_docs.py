@@ -50,6 +50,8 @@ SKIP = {
     ("operators.md", "import deepinv"): "needs deepinv, which is not installed (see the page)",
     ("training.md", 'files = ["data/ct/vol01.h5"'): "example paths data/ct/vol01.h5 do not exist",
     ("training.md", "# train_prior.py"): "a script for torchrun on a GPU node (paper256)",
+    ("training.md", "start_step="): "continues the multi-session run thousands of steps in "
+    "(--steps 2 cannot shorten it); tests/test_training_recipe.py tests start_step",
     ("training.md", 'prior = load_prior("runs/blendpp_cpu128"'): "needs a trained run folder",
 }
 

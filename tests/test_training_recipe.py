@@ -247,6 +247,13 @@ def test_start_step_continues_an_exported_run_where_it_stopped(volumes, tmp_path
     # the LR of step 9 on the cosine of all 12 steps: lr·(0.1 + 0.9·½(1 + cos(π (9 − 2)/10)))
     expected = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (9 - 2) / 10)))
     assert float(rows[0]["lr"]) == pytest.approx(expected, rel=2e-3)  # loss.csv keeps 3 digits
+    # the fresh AdamW moments warm up again over warmup_steps (2) from the first step (6)
+    from ctblend.training.trainer import _Run
+
+    run = _Run.__new__(_Run)
+    run.config = cont
+    cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (6 - 2) / 10))
+    assert run.lr_at(6) == pytest.approx(cfg.lr * 0.5 * cosine)
     with pytest.raises(ValueError, match=r"start_step=12; expected an integer in \[0, 12\)"):
         cont.replace(start_step=12)
     with pytest.raises(ValueError, match="needs init_from"):

@@ -272,9 +272,13 @@ class _Run:
             )
 
     def lr_at(self, step: int) -> float:
+        """The LR of ``step``: a linear warm-up over ``warmup_steps`` from the run's first step
+        (``start_step``: a continued run's fresh AdamW moments warm up again), times the cosine
+        of the whole budget after the warm-up of step 0."""
         cfg = self.config
         warm = cfg.warmup_steps
-        lr = cfg.lr * min(1.0, (step + 1) / warm) if warm else cfg.lr
+        since = step - cfg.start_step
+        lr = cfg.lr * min(1.0, (since + 1) / warm) if warm else cfg.lr
         if cfg.lr_schedule == "cosine" and step >= warm:
             frac = min(1.0, (step - warm) / max(1, cfg.total_steps - warm))
             lr *= cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
