@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+import timeit
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +45,8 @@ def problem(size: str, views: int) -> tuple[ops.VolumeGeometry, ops.ConeGeometry
 
 
 def _best(f, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    """The fastest of ``repeats`` calls of ``f``, in seconds."""
+    return min(timeit.repeat(f, number=1, repeat=repeats))
 
 
 def run_one(method: str, size: str, views: int, threads: int, repeats: int) -> dict:
