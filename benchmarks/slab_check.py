@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ctblend.bench.records import json_safe
 from ctblend.data.splits import manifest_split
 from ctblend.geometry_config import Acquisition
 from ctblend.io.output import write_text
@@ -100,10 +100,7 @@ def main() -> None:
         row = [score_line(c) for c in cells.values()] + [score_line(mean)]
         lines.append(f"| {key} | " + " | ".join(row) + " |")
     args.out.mkdir(parents=True, exist_ok=True)
-    safe = {k: {c: {m: (None if isinstance(v, float) and math.isnan(v) else v)
-                    for m, v in s.items()} for c, s in cells.items()}
-            for k, cells in results.items()}  # fmt: skip
-    write_text(args.out / "slab.json", json.dumps(safe, indent=1) + "\n")
+    write_text(args.out / "slab.json", json.dumps(json_safe(results), indent=1) + "\n")
     write_text(args.out / "slab.md", "\n".join(lines) + "\n")
     print(f"wrote {args.out / 'slab.md'}")
 
